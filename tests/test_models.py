@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from lightning_wflow.models import RelationalTransformer
+from lightning_wflow.symmetry import apply_permutations, random_permutations
+from lightning_wflow.weights import MLPSpec
+
+
+@pytest.mark.parametrize("sizes", [(6, 5, 4, 3), (7, 8, 2)])
+def test_velocity_field_is_permutation_equivariant(sizes):
+    torch.manual_seed(0)
+    spec = MLPSpec(sizes)
+    net = RelationalTransformer(list(sizes), d_model=16, n_layers=2).double()
+    x = torch.randn(3, spec.n_params, dtype=torch.float64)
+    t = torch.rand(3, dtype=torch.float64)
+    perms = random_permutations(spec, 3, generator=torch.Generator().manual_seed(1))
+    out = net(x, t)
+    out_perm = net(apply_permutations(spec, x, perms), t)
+    torch.testing.assert_close(out_perm, apply_permutations(spec, out, perms), atol=1e-5, rtol=0)
+    # and it is not trivially invariant: a permutation does change the output layout
+    assert not torch.allclose(out_perm, out)
+
+
+def test_zero_weight_is_still_an_edge():
+    torch.manual_seed(0)
+    sizes = (4, 3, 2)
+    spec = MLPSpec(sizes)
+    net = RelationalTransformer(list(sizes), d_model=8, n_layers=1)
+    x = torch.randn(1, spec.n_params)
+    x[0, 0] = 0.0  # W_0[0, 0] = 0
+    y = x.clone()
+    y[0, 0] = 1e-3
+    # the zero weight gets its own output (an edge exists), which moves when the weight moves
+    assert net(x, torch.tensor([0.5])).shape == (1, spec.n_params)
+    assert not torch.allclose(net(x, torch.tensor([0.5]))[0, 0], net(y, torch.tensor([0.5]))[0, 0])
+
+
+def test_wider_architecture_and_refusals():
+    net = RelationalTransformer([5, 4, 3], d_model=8, n_layers=1)
+    wide = MLPSpec((5, 9, 3))
+    assert net(torch.randn(2, wide.n_params), torch.rand(2), (5, 9, 3)).shape == (2, wide.n_params)
+    with pytest.raises(ValueError, match="input size 5 and output size 3"):
+        net(torch.randn(1, MLPSpec((6, 4, 3)).n_params), torch.rand(1), (6, 4, 3))
+    with pytest.raises(ValueError, match="hidden layers"):
+        net(torch.randn(1, MLPSpec((5, 4, 4, 3)).n_params), torch.rand(1), (5, 4, 4, 3))
