@@ -41,10 +41,6 @@ COUPLINGS = ("independent", "ot")
 TIME_SAMPLERS = ("beta", "uniform")
 
 
-def _adam(params):
-    return torch.optim.Adam(params, lr=1e-3)
-
-
 class FlowMatchingModule(LightningModule):
     """Flow matching over the weights of one MLP architecture.
 
@@ -86,7 +82,7 @@ class FlowMatchingModule(LightningModule):
         beta_b: float = 2.0,
         sampling: SamplingConfig = SamplingConfig(),
         ema_decay: float | None = None,
-        optimizer: OptimizerCallable = _adam,
+        optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
