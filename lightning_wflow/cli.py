@@ -26,6 +26,8 @@ def main(args: list[str] | None = None) -> WFlowCLI:
         WeightZooDataModule,
         seed_everything_default=0,
         trainer_defaults={
+            # evaluation callbacks need autograd (guidance, likelihoods) during test
+            "inference_mode": False,
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": "logs", "name": "wflow"},

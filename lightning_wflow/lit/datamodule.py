@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 REFERENCES = ("best", "first")
 
 
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 class WeightZooDataModule(LightningDataModule):
     """Batches ``(B, P)`` of flat networks drawn from a zoo of training trajectories.
 
@@ -51,8 +55,8 @@ class WeightZooDataModule(LightningDataModule):
         task: base task name (:func:`lightning_wflow.tasks.available_tasks`).
         layer_sizes: MLP sizes ``(d_0, ..., d_L)`` of the zoo's networks.
         activation: MLP activation.
-        data_root: torchvision data folder (``<root>/MNIST/raw``); ``None``: ``$LIGHTNING_WFLOW_DATA``
-            or ``./data``.
+        data_root: torchvision data folder (``<root>/MNIST/raw``); ``None``:
+            ``$LIGHTNING_WFLOW_DATA`` or ``./data``.
         download: let torchvision tasks download missing files.
         split_seed: task split seed (UCI) or pixel permutation seed (``mnist_permuted``).
         cache_dir: root of the zoo cache.
@@ -157,6 +161,7 @@ class WeightZooDataModule(LightningDataModule):
 
         self._zoo: Zoo | None = None
         self._weights: Tensor | None = None  # (R, T, P) after alignment / canonicalization
+        self._aligned_weights: Tensor | None = None  # (R, T, P) kept from prepare_data
         self._reference_index: int | None = None
 
     # ------------------------------------------------------------ validation
@@ -166,18 +171,18 @@ class WeightZooDataModule(LightningDataModule):
         n_total = self.n_runs_total
         what = "n_runs" if self._task.has_data else "n_samples"
         if not self._task.has_data:
-            if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 2:
+            if not _is_int(self.n_samples, 2):
                 raise ValueError(f"n_samples must be an integer >= 2, got {self.n_samples!r}")
             if not self.gaussian_std > 0:
                 raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
-        if isinstance(self.val_runs, bool) or not isinstance(self.val_runs, int) or not 1 <= self.val_runs < n_total:
+        if not _is_int(self.val_runs, 1) or self.val_runs >= n_total:
             raise ValueError(
                 f"val_runs must be an integer in [1, {what} - 1 = {n_total - 1}] (whole runs held "
                 f"out for validation), got {self.val_runs!r}"
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _is_int(self.batch_size, 1):
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if not _is_int(self.num_workers, 0):
             raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if self.alignment not in METHODS:
             raise ValueError(f"alignment must be one of {list(METHODS)}, got {self.alignment!r}")
@@ -227,7 +232,9 @@ class WeightZooDataModule(LightningDataModule):
     def zoo(self) -> Zoo:
         """The zoo as stored (before alignment); available after :meth:`setup`."""
         if self._zoo is None:
-            raise RuntimeError("the zoo is loaded by setup(); call prepare_data() and setup() first")
+            raise RuntimeError(
+                "the zoo is loaded by setup(); call prepare_data() and setup() first"
+            )
         return self._zoo
 
     @property
@@ -327,12 +334,16 @@ class WeightZooDataModule(LightningDataModule):
 
     def _aligned(self, zoo: Zoo) -> Tensor:
         """``(R, T, P)`` the zoo aligned to the reference, cached next to a stored zoo."""
+        if self._aligned_weights is not None:
+            return self._aligned_weights
         settings = json.loads(json.dumps(self._alignment_settings(zoo), default=repr))
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        folder = None if zoo.path is None else Path(zoo.path) / "aligned" / f"{self.alignment}_{digest}"
-        if folder is not None:
+        folder = None
+        if zoo.path is not None:
+            folder = Path(zoo.path) / "aligned" / f"{self.alignment}_{digest}"
             cached = self._load_aligned(folder, settings, tuple(zoo.weights.shape))
             if cached is not None:
+                self._aligned_weights = cached
                 return cached
         from ..symmetry import align
 
@@ -341,10 +352,12 @@ class WeightZooDataModule(LightningDataModule):
         flat = zoo.weights.reshape(-1, self.spec.n_params)
         log.info("aligning %d networks to run %d with %s", flat.shape[0], ref, self.alignment)
         result = align(
-            self.spec, flat, zoo.final[ref], self.alignment, loss_fn=loss_fn, **self.alignment_kwargs
+            self.spec, flat, zoo.final[ref], self.alignment, loss_fn=loss_fn,
+            **self.alignment_kwargs,
         )
         aligned = result.aligned.detach().to("cpu", torch.float32).reshape(zoo.weights.shape)
         self._reference_index = ref
+        self._aligned_weights = aligned
         if folder is not None:
             name = "aligned.safetensors"
             entry = write_tensors(folder / name, {"weights": aligned})

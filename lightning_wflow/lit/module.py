@@ -121,6 +121,8 @@ class FlowMatchingModule(LightningModule):
         self.coupling = OTCoupling() if coupling == "ot" else IndependentCoupling()
         self.time_sampler = BetaTimeSampler(beta_a, beta_b) if time_sampler == "beta" else UniformTimeSampler()
         self.sampling = sampling
+        #: results of the evaluation callbacks, written to results.json after ``test``
+        self.results: dict = {}
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         # plain types only, so checkpoints load with torch.load(weights_only=True)
@@ -176,6 +178,31 @@ class FlowMatchingModule(LightningModule):
         loss = self.flow_matching_loss(batch, generator=gen)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch.shape[0])
         return loss
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        gen = torch.Generator(device=batch.device).manual_seed(20_000 + batch_idx)
+        loss = self.flow_matching_loss(batch, generator=gen)
+        self.log("test/loss", loss, sync_dist=True, batch_size=batch.shape[0])
+        return loss
+
+    def on_test_start(self) -> None:
+        self.results = {}
+
+    def on_test_end(self) -> None:
+        """Write the evaluation callbacks' results as results.json and results.md (rank 0)."""
+        if not self.trainer.is_global_zero:
+            return
+        from ..evaluation import write_results
+        from .callbacks import run_dir
+
+        test_loss = self.trainer.callback_metrics.get("test/loss")
+        results = {"flow": {"task": self.task_name, "geometry": self.geometry_name,
+                            "layer_sizes": list(self.spec.layer_sizes), "global_step": int(self.trainer.global_step),
+                            "test_loss": float(test_loss) if test_loss is not None else float("nan")},
+                   **self.results}
+        folder = run_dir(self.trainer)
+        write_results(folder / "results.json", folder / "results.md", results,
+                      title=f"{self.task_name} / {self.geometry_name} flow")
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.net.parameters())

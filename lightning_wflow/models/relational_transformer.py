@@ -176,15 +176,17 @@ class RelationalTransformer(nn.Module):
             ok, why = self.accepts(key)
             if not ok:
                 raise ValueError(f"the velocity field cannot process layer sizes {list(key)}: {why}")
-            g = MLPGraph.from_spec(MLPSpec(key))
-            # a wider net has more hidden neurons but the same positional ids per layer
-            buf = _GraphBuffers(
-                src=g.edge_index[0].to(device),
-                dst=g.edge_index[1].to(device),
-                node_pos=g.node_pos.to(device),
-                edge_layer=g.edge_layer.to(device),
-                graph=g,
-            )
+            # cached index tensors must not be inference tensors (a later autograd use fails)
+            with torch.inference_mode(False):
+                g = MLPGraph.from_spec(MLPSpec(key))
+                # a wider net has more hidden neurons but the same positional ids per layer
+                buf = _GraphBuffers(
+                    src=g.edge_index[0].to(device),
+                    dst=g.edge_index[1].to(device),
+                    node_pos=g.node_pos.to(device),
+                    edge_layer=g.edge_layer.to(device),
+                    graph=g,
+                )
             self._graphs[key] = buf
         return buf
 
