@@ -68,3 +68,17 @@ def test_checkpoint_with_other_architecture_is_refused(in_tmp):
         main(["predict", "--config", TINY, "--ckpt_path", str(ckpt), "--data.layer_sizes", "[4, 6, 2]",
               "--samples.output", str(out)])
     assert not out.exists()
+
+
+def test_resume_from_last_checkpoint_continues_the_run(in_tmp):
+    first = main(["fit", "--config", TINY])
+    run = in_tmp / first.trainer.log_dir
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    second = main(["fit", "--config", TINY, "--ckpt_path", "last", "--trainer.max_steps", "6"])
+    assert second.trainer.global_step == 6
+    assert in_tmp / second.trainer.log_dir == run  # same folder, curves continue
+
+
+def test_resume_without_checkpoint_says_so(in_tmp):
+    with pytest.raises(FileNotFoundError, match="last.ckpt"):
+        main(["fit", "--config", TINY, "--ckpt_path", "last"])

@@ -53,10 +53,11 @@ class SampleWriter(BasePredictionWriter):
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[1:] = idx[1:] != idx[:-1]
         w = w[keep]
+        # trainer.log_dir is a collective under DDP: every rank asks
+        path = Path(self.output) if self.output else run_dir(trainer) / "samples.safetensors"
         if trainer.is_global_zero:
             sizes = pl_module.sampling.layer_sizes or pl_module.spec.layer_sizes
             spec = MLPSpec(tuple(sizes), pl_module.spec.activation)
-            path = Path(self.output) if self.output else run_dir(trainer) / "samples.safetensors"
             self.last_path = save_samples(path, spec, w.cpu(), pl_module.sample_metadata())
             rank_zero_info(f"wrote {w.shape[0]} sampled networks to {os.fspath(self.last_path)}")
 

@@ -190,17 +190,18 @@ class FlowMatchingModule(LightningModule):
 
     def on_test_end(self) -> None:
         """Write the evaluation callbacks' results as results.json and results.md (rank 0)."""
-        if not self.trainer.is_global_zero:
-            return
         from ..evaluation import write_results
         from .callbacks import run_dir
+
+        folder = run_dir(self.trainer)  # a collective under DDP: every rank asks
+        if not self.trainer.is_global_zero:
+            return
 
         test_loss = self.trainer.callback_metrics.get("test/loss")
         results = {"flow": {"task": self.task_name, "geometry": self.geometry_name,
                             "layer_sizes": list(self.spec.layer_sizes), "global_step": int(self.trainer.global_step),
                             "test_loss": float(test_loss) if test_loss is not None else float("nan")},
                    **self.results}
-        folder = run_dir(self.trainer)
         write_results(folder / "results.json", folder / "results.md", results,
                       title=f"{self.task_name} / {self.geometry_name} flow")
 
