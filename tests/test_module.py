@@ -30,3 +30,20 @@ def test_sampling_is_reproducible_and_splits_by_indices():
     torch.testing.assert_close(model.sample(), full)
     part = model.sample(indices=torch.tensor([2, 3, 4]))
     torch.testing.assert_close(part, full[2:5])
+
+
+def test_ema_weights_are_averaged_and_used_for_sampling(in_tmp):
+    L.seed_everything(0)
+    dm = WeightZooDataModule(task="gaussian", layer_sizes=[4, 5, 2], n_samples=64, batch_size=16, val_runs=16,
+                             progress=False)
+    model = FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian", net=VelocityNetConfig(d_model=8, n_layers=1),
+                               sampling=SamplingConfig(n_samples=4, steps=3), ema_decay=0.5)
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert model.sampling_net() is model.ema.module
+    live = torch.cat([p.flatten() for p in model.net.parameters()])
+    avg = torch.cat([p.flatten() for p in model.ema.module.parameters()])
+    assert not torch.allclose(live, avg)  # an average over steps, not a copy of the last one
+    assert int(model.ema.n_averaged) == 5
+    assert torch.isfinite(model.sample()).all()
