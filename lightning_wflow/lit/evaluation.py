@@ -76,13 +76,19 @@ class EvaluationCallback(Callback, ABC):
     Args:
         on_fit_end: also evaluate when ``fit`` ends.
         task: task to evaluate on (default: the flow's task).
+        name: key of the results and prefix of the logged metrics (default: the class's
+            ``name``); give two callbacks of one class different names.
     """
 
     name = "evaluation"
 
-    def __init__(self, on_fit_end: bool = True, task: str | None = None):
+    def __init__(self, on_fit_end: bool = True, task: str | None = None, name: str | None = None):
         self.run_on_fit_end = on_fit_end
         self.task_name = task
+        if name is not None:
+            if not name or "/" in name:
+                raise ValueError(f"{type(self).__name__}.name must be a non-empty string without '/', got {name!r}")
+            self.name = name
 
     def task(self, pl_module):
         task = get_task(self.task_name or pl_module.task_name, data_root=pl_module.data_root)
@@ -157,8 +163,9 @@ class SampleQuality(EvaluationCallback):
         n_diversity_inputs: int = 1000,
         on_fit_end: bool = True,
         task: str | None = None,
+        name: str | None = None,
     ):
-        super().__init__(on_fit_end, task)
+        super().__init__(on_fit_end, task, name)
         if n_samples is not None and n_samples < 2:
             raise ValueError(f"SampleQuality.n_samples must be >= 2, got {n_samples}")
         if steps is not None:
@@ -222,8 +229,9 @@ class StepsSweep(EvaluationCallback):
     name = "steps_sweep"
 
     def __init__(self, steps: list[int] = [8, 16, 32, 64, 128, 256], guidance_scale: float = 0.0,
-                 n_samples: int = 32, on_fit_end: bool = True, task: str | None = None):
-        super().__init__(on_fit_end, task)
+                 n_samples: int = 32, on_fit_end: bool = True, task: str | None = None,
+                 name: str | None = None):
+        super().__init__(on_fit_end, task, name)
         if not steps or any(s < 1 for s in steps):
             raise ValueError(f"StepsSweep.steps must be a non-empty list of integers >= 1, got {steps}")
         if guidance_scale < 0:
@@ -238,11 +246,13 @@ class StepsSweep(EvaluationCallback):
         if self.guidance_scale > 0:
             variants["guided"] = self.guidance_scale
         acc, loss, out = {}, {}, {}
+        spec = MLPSpec(tuple(pl_module.sampling.layer_sizes or pl_module.spec.layer_sizes), pl_module.spec.activation)
+        guide = {"guidance_task": self.task_name} if self.task_name else {}
         for label, lam in variants.items():
             accs, losses = [], []
             for s in self.steps:
-                flat = draw_samples(trainer, pl_module, n_samples=self.n_samples, steps=s, guidance_scale=lam)
-                q = sample_quality(pl_module.spec, flat, data.x_test.to(flat.device), data.y_test.to(flat.device))
+                flat = draw_samples(trainer, pl_module, n_samples=self.n_samples, steps=s, guidance_scale=lam, **guide)
+                q = sample_quality(spec, flat, data.x_test.to(flat.device), data.y_test.to(flat.device))
                 accs.append(q.accuracy.cpu())
                 losses.append(q.loss.cpu())
                 out[f"{label}_steps{s}"] = q.summary()
@@ -264,8 +274,8 @@ class LossBarrier(EvaluationCallback):
     name = "barrier"
 
     def __init__(self, n_pairs: int = 100, n_points: int = 3, n_samples: int = 32, on_fit_end: bool = True,
-                 task: str | None = None):
-        super().__init__(on_fit_end, task)
+                 task: str | None = None, name: str | None = None):
+        super().__init__(on_fit_end, task, name)
         _positive("LossBarrier.n_pairs", n_pairs)
         _positive("LossBarrier.n_samples", n_samples)
         if n_points < 3:
@@ -306,8 +316,8 @@ class Likelihood(EvaluationCallback):
     name = "likelihood"
 
     def __init__(self, estimator: str = "hutchinson", n_networks: int = 16, steps: int = 20, n_probes: int = 1,
-                 on_fit_end: bool = True, task: str | None = None):
-        super().__init__(on_fit_end, task)
+                 on_fit_end: bool = True, task: str | None = None, name: str | None = None):
+        super().__init__(on_fit_end, task, name)
         if estimator not in ("exact", "hutchinson"):
             raise ValueError(f"Likelihood.estimator must be one of ['exact', 'hutchinson'], got {estimator!r}")
         for n, v in (("n_networks", n_networks), ("steps", steps), ("n_probes", n_probes)):
@@ -351,8 +361,9 @@ class PosteriorPredictive(EvaluationCallback):
 
     name = "bma"
 
-    def __init__(self, n_samples: int = 16, n_bins: int = 15, on_fit_end: bool = True, task: str | None = None):
-        super().__init__(on_fit_end, task)
+    def __init__(self, n_samples: int = 16, n_bins: int = 15, on_fit_end: bool = True, task: str | None = None,
+                 name: str | None = None):
+        super().__init__(on_fit_end, task, name)
         _positive("PosteriorPredictive.n_samples", n_samples)
         _positive("PosteriorPredictive.n_bins", n_bins)
         self.n_samples, self.n_bins = n_samples, n_bins
@@ -387,8 +398,9 @@ class LearnedInitialisation(EvaluationCallback):
     name = "learned_init"
 
     def __init__(self, task: str | None = None, n_networks: int = 5, steps: int = 200, lr: float = 1e-3,
-                 batch_size: int = 128, optimizer: str = "adam", eval_every: int = 20, on_fit_end: bool = True):
-        super().__init__(on_fit_end, task)
+                 batch_size: int = 128, optimizer: str = "adam", eval_every: int = 20, on_fit_end: bool = True,
+                 name: str | None = None):
+        super().__init__(on_fit_end, task, name)
         for n, v in (("n_networks", n_networks), ("steps", steps), ("batch_size", batch_size),
                      ("eval_every", eval_every)):
             _positive(f"LearnedInitialisation.{n}", v)
@@ -404,7 +416,8 @@ class LearnedInitialisation(EvaluationCallback):
         inits = {"flow": draw_samples(trainer, pl_module, n_samples=self.n_networks)}
         # the Gaussian prior of the zoo's networks, with the data module's init settings
         dm = getattr(trainer, "datamodule", None)
-        mean, std = getattr(dm, "init_mean", 0.0), getattr(dm, "init_std", pl_module.prior_std)
+        zoo_cfg = getattr(dm, "zoo_config", None)
+        mean, std = (zoo_cfg.init_mean, zoo_cfg.init_std) if zoo_cfg is not None else (0.0, pl_module.prior_std)
         gen = torch.Generator().manual_seed(0)
         inits["prior"] = (torch.randn(self.n_networks, pl_module.spec.n_params, generator=gen) * std + mean).to(dev)
         curves = {}
