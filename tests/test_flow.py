@@ -216,7 +216,7 @@ def test_noise_deterministic_window_and_variance():
     zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
     x0 = torch.zeros(2000, SPEC.n_params, dtype=D64)
     assert torch.equal(integrate(zero, x0, geo, steps=10, noise=NoiseConfig(0.0), generator=_gen(0)), x0)
-    noise = NoiseConfig(epsilon=0.5, t_start=0.2, t_end=0.6)
+    noise = NoiseConfig(epsilon=0.5, t_start=0.2, t_end=0.6, scaling="sqrt_dt")
     traj = integrate_trajectory(zero, x0, geo, steps=10, noise=noise, generator=_gen(0), record=True)
     moved = (traj.xs != 0).any(-1).any(-1)
     # states at t = 0.0 .. 0.2 untouched; the steps starting at 0.2, 0.3, 0.4, 0.5 add noise
@@ -224,6 +224,9 @@ def test_noise_deterministic_window_and_variance():
     assert torch.equal(traj.xs[6], traj.xs[-1])
     var = float(traj.x.var())
     assert abs(var - 0.25 * 0.4) < 0.01  # epsilon^2 * window length
+    # per-step scaling (the reference's): 4 noisy steps of variance epsilon^2 each
+    per_step = integrate(zero, x0, geo, steps=10, noise=NoiseConfig(0.5, 0.2, 0.6, scaling="step"), generator=_gen(3))
+    assert abs(float(per_step.var()) - 0.25 * 4) < 0.05
     a = integrate(zero, x0[:3], geo, steps=10, noise=noise, generator=_gen(5))
     b = integrate(zero, x0[:3], geo, steps=10, noise=noise, generator=_gen(5))
     assert torch.equal(a, b)
@@ -251,6 +254,8 @@ def test_argument_validation_messages():
         integrate(f, x0, geo, time_grid=torch.tensor([0.0, 1.5]))
     with pytest.raises(ValueError, match="NoiseConfig.epsilon"):
         NoiseConfig(epsilon=-0.1)
+    with pytest.raises(ValueError, match="NoiseConfig.scaling"):
+        NoiseConfig(epsilon=0.1, scaling="linear")
     with pytest.raises(ValueError, match="NoiseConfig.t_end"):
         NoiseConfig(epsilon=0.1, t_end=1.5)
     with pytest.raises(ValueError, match="NoiseConfig.t_start"):

@@ -5,11 +5,12 @@ from .guidance import LossGuidance
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .paths import PathSample, sample_path, x1_prediction_velocity
 from .priors import GaussianPrior, Prior, SpherePrior
-from .solvers import SOLVERS, NoiseConfig, Trajectory, integrate, integrate_trajectory, make_time_grid, rk_step
+from .solvers import NOISE_SCALINGS, SOLVERS, NoiseConfig, Trajectory, integrate, integrate_trajectory, make_time_grid, rk_step
 from .time import BetaTimeSampler, TimeSampler, UniformTimeSampler
 
 __all__ = [
     "COUPLINGS",
+    "NOISE_SCALINGS",
     "SOLVERS",
     "BetaTimeSampler",
     "Coupling",

@@ -13,8 +13,11 @@ midpoint 2, RK4 4). A plain projection onto ``T_x`` would be exact only to first
 reduce RK4 to second order on a curved sphere.
 
 Stochastic sampling (reference Section 6.5, Karras et al.): at each step starting inside the
-noise window, before the update, ``x <- exp_x(epsilon sqrt(h) xi)`` with ``xi`` standard noise
-projected to the tangent space.
+noise window, before the update, ``x <- exp_x(s xi)`` with ``xi`` standard noise projected to
+the tangent space and ``s = epsilon`` (``scaling="step"``, the reference's "noise before each
+Euler update": the added variance grows with the number of steps) or ``s = epsilon sqrt(h)``
+(``scaling="sqrt_dt"``, Brownian increments: the added variance is ``epsilon^2`` times the
+window's length whatever the number of steps).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ _TABLEAUS: dict[str, tuple[tuple[tuple[float, ...], ...], tuple[float, ...], tup
 SOLVERS = tuple(_TABLEAUS)
 
 
+#: How the noise scale relates to the step size (see the module docstring).
+NOISE_SCALINGS = ("step", "sqrt_dt")
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Stochastic sampling: noise scale ``epsilon`` inside ``[t_start, t_end)``; 0 = deterministic."""
@@ -58,11 +65,18 @@ class NoiseConfig:
     epsilon: float = 0.0
     t_start: float = 0.0
     t_end: float = 1.0
+    scaling: str = "step"
 
     def __post_init__(self) -> None:
         if not self.epsilon >= 0:
             raise ValueError(f"NoiseConfig.epsilon must be >= 0, got {self.epsilon}")
+        if self.scaling not in NOISE_SCALINGS:
+            raise ValueError(f"NoiseConfig.scaling must be one of {list(NOISE_SCALINGS)}, got {self.scaling!r}")
         check_window(self.t_start, self.t_end, "NoiseConfig")
+
+    def std(self, h: float) -> float:
+        """Noise scale of a step of length ``h``."""
+        return self.epsilon * (math.sqrt(h) if self.scaling == "sqrt_dt" else 1.0)
 
     def active(self, t: float) -> bool:
         """Whether a step starting at ``t`` gets noise."""
@@ -199,7 +213,7 @@ def integrate_trajectory(
         h = t_next - t
         if noise.active(t):
             xi = geometry.random_tangent(x, generator)
-            x = geometry.expmap(x, (noise.epsilon * math.sqrt(h)) * xi)
+            x = geometry.expmap(x, noise.std(h) * xi)
         x, _ = rk_step(f, x, t, h, geometry, solver)
         _check_finite(x, "state", i, n, t, t_next)
         if xs is not None:
@@ -222,7 +236,7 @@ def integrate(
 ) -> Tensor:
     """Sample by solving ``dx/dt = v(x, t)`` from ``t = 0`` to ``t = 1``.
 
-    Each step (``h = t_{i+1} - t_i``): optional noise ``x <- exp_x(epsilon sqrt(h) xi)`` if ``t_i``
+    Each step (``h = t_{i+1} - t_i``): optional noise ``x <- exp_x(noise.std(h) xi)`` if ``t_i``
     is in the noise window, then one Runge-Kutta step of ``v + guidance`` with velocities
     projected to the tangent space and steps through ``expmap`` (``x + v h`` in flat geometries).
     The gradient mode of the caller is kept (wrap in ``torch.no_grad()`` for sampling).

@@ -63,7 +63,7 @@ class SampleWriter(BasePredictionWriter):
 
 
 class WeightMeanHistogram(Callback):
-    """At the end of fitting, histograms of each sampled network's mean weight (Figure 7.1).
+    """After fitting and testing, histograms of each sampled network's mean weight (Figure 7.1).
 
     Draws ``n_samples`` networks for every noise scale in ``epsilons`` (0 = deterministic)
     and logs ``samples/weight_mean_eps{e}`` histograms, their mean and std as scalars, and
@@ -86,10 +86,19 @@ class WeightMeanHistogram(Callback):
         self.results: dict[float, torch.Tensor] = {}
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._run(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._run(trainer, pl_module)
+
+    def _run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for eps in self.epsilons:
             cfg = pl_module.sampling.replace(n_samples=self.n_samples, steps=self.steps, epsilon=eps,
                                              guidance_scale=0.0, layer_sizes=None)
             self.results[eps] = pl_module.sample(config=cfg).mean(dim=1).cpu()
+        pl_module.results["weight_means"] = {
+            f"eps{eps:g}": {"mean": float(m.mean()), "std": float(m.std())} for eps, m in self.results.items()
+        }
         writer = tensorboard_writer(trainer)
         if not trainer.is_global_zero or writer is None:
             return

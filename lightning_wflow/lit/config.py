@@ -42,6 +42,9 @@ class SamplingConfig:
         solver: one of ``euler``, ``midpoint``, ``rk4``.
         epsilon: stochastic noise scale (0 = deterministic ODE).
         noise_t_start, noise_t_end: time window in which noise is added.
+        noise_scaling: ``step`` (noise of std ``epsilon`` before each Euler step, the
+            reference's setting) or ``sqrt_dt`` (``epsilon sqrt(dt)``, independent of the
+            number of steps).
         guidance_scale: lambda of loss-gradient guidance (0 = off).
         guidance_batch_size: task training examples per guidance gradient.
         guidance_t_start, guidance_t_end: time window of guidance.
@@ -58,6 +61,7 @@ class SamplingConfig:
     epsilon: float = 0.0
     noise_t_start: float = 0.0
     noise_t_end: float = 1.0
+    noise_scaling: str = "step"
     guidance_scale: float = 0.0
     guidance_batch_size: int = 256
     guidance_t_start: float = 0.0
@@ -72,6 +76,8 @@ class SamplingConfig:
                 raise ValueError(f"sampling.{name} must be >= 1, got {getattr(self, name)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"sampling.solver must be one of {list(SOLVERS)}, got {self.solver!r}")
+        if self.noise_scaling not in ("step", "sqrt_dt"):
+            raise ValueError(f"sampling.noise_scaling must be one of ['step', 'sqrt_dt'], got {self.noise_scaling!r}")
         if self.epsilon < 0:
             raise ValueError(f"sampling.epsilon must be >= 0, got {self.epsilon}")
         if self.guidance_scale < 0:

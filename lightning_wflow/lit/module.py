@@ -281,7 +281,7 @@ class FlowMatchingModule(LightningModule):
                 with torch.no_grad():
                     x1 = integrate(
                         velocity, chunk, geometry, solver=cfg.solver, steps=cfg.steps,
-                        noise=NoiseConfig(cfg.epsilon, cfg.noise_t_start, cfg.noise_t_end),
+                        noise=NoiseConfig(cfg.epsilon, cfg.noise_t_start, cfg.noise_t_end, cfg.noise_scaling),
                         guidance=guidance, generator=noise_gen,
                     )
                 out.append(geometry.projx(x1).detach())
