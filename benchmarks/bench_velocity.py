@@ -2,7 +2,8 @@
 
 Times one training step (forward + backward + Adam) and one sampling step (forward under
 no_grad) on the 30-16-16-2 and 784-10-10 graphs, and the peak memory of the training step
-(CUDA peak allocator stats on a GPU, peak RSS growth of this process on the CPU).
+(CUDA peak allocator stats on a GPU; on the CPU the activation memory that autograd saves
+for the backward pass, the part that grows with the batch and the graph).
 
 The public reference implementation (dense N x N edge tensors) on this 2-core machine, as
 stated in the foundation issue: 1.1 s / 1.8 GB per training step on 30-16-16-2 at batch 16,
@@ -13,13 +14,12 @@ the way the reference builds it, with a dense ``(B, N, N, d)`` edge tensor (non-
 masked) and attention over all node pairs. The dense 784-10-10 baseline needs several GB
 and tens of seconds per step; it runs only with ``--dense-large``.
 
-Usage: python benchmarks/bench_velocity.py [--repeats 5] [--device cpu]
+Usage: python benchmarks/bench_velocity.py [--repeats 5] [--device cpu] [--threads 1] [--dense-large]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
@@ -80,8 +80,22 @@ class DenseRT(torch.nn.Module):
         return g.to_flat(self.node_out(n)[..., 0], out_e)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def saved_activations_mb(net, x, t) -> float:
+    """MB of distinct tensor storages autograd saves for the backward of one forward."""
+    seen: set[int] = set()
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        net(x, t)
+    return total / 2**20
 
 
 def time_step(sizes, batch, mode, repeats, device, dense=False, d_model=32, n_layers=5) -> tuple[float, float]:
@@ -108,13 +122,15 @@ def time_step(sizes, batch, mode, repeats, device, dense=False, d_model=32, n_la
     step()  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss0 = _rss_mb()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else max(_rss_mb() - rss0, 0.0)
+    if device.type == "cuda":
+        mem = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        mem = saved_activations_mb(net, x, t) if mode == "train" else 0.0
     return sorted(times)[len(times) // 2], mem
 
 
@@ -123,7 +139,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dense-large", action="store_true", help="also run the dense baseline on 784-10-10")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     rows = [
@@ -134,7 +153,7 @@ def main() -> None:
         ("train", (784, 10, 10), 8),
         ("sample", (784, 10, 10), 8),
     ]
-    print(f"{'step':7s} {'graph':14s} {'batch':>5s} {'median s':>9s} {'peak MB':>8s} "
+    print(f"{'step':7s} {'graph':14s} {'batch':>5s} {'median s':>9s} {'act. MB':>8s} "
           f"{'dense s':>9s} {'vs dense':>9s} {'vs issue ref':>12s}")
     for mode, sizes, batch in rows:
         sec, mem = time_step(sizes, batch, mode, args.repeats, device)

@@ -204,9 +204,11 @@ def uci_tables(data: Mapping[str, dict]) -> list[Table]:
             cells.append(f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_pm(q['loss_mean'], q['loss_std'])}"
                          f" (ref {_pm(ra, rsa)} / {_pm(rl, rsl)})")
         md.append(cells)
-    # the Adam-trained targets, from the first run that evaluated them (raw weights: a Euclidean run)
-    target = next((_quality(_get(data.get(f"uci_euclidean{s}"), "results"), "target")
-                   for _, s in variants if _get(data.get(f"uci_euclidean{s}"), "results", "samples", "target")), None)
+    # the Adam-trained targets, from the first run that evaluated them: every run scores the zoo's
+    # raw final networks (their original loss), so any geometry's run gives the same row
+    names = [f"uci_{g}{s}" for g in ("euclidean", "normalized", "geometric") for _, s in variants]
+    target = next((_quality(_get(data.get(n), "results"), "target")
+                   for n in names if _get(data.get(n), "results", "samples", "target")), None)
     target = target or _quality(None)
     (ra, rsa), (rl, rsl) = ref[("target", "plain")]
     rows.append({"flow": "target", "variant": "adam_trained", "run": "zoo",
