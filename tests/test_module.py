@@ -1,6 +1,7 @@
 """FlowMatchingModule: a short Gaussian flow really moves mass from N(0, I) to N(1, I)."""
 
 import lightning as L
+import pytest
 import torch
 
 from lightning_wflow.lit import FlowMatchingModule, SamplingConfig, VelocityNetConfig, WeightZooDataModule
@@ -47,3 +48,19 @@ def test_ema_weights_are_averaged_and_used_for_sampling(in_tmp):
     assert not torch.allclose(live, avg)  # an average over steps, not a copy of the last one
     assert int(model.ema.n_averaged) == 5
     assert torch.isfinite(model.sample()).all()
+
+
+def test_residual_x1_parametrization_defaults_to_identity():
+    model = FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian", net=VelocityNetConfig(d_model=8, n_layers=1),
+                               x1_parametrization="residual")
+    for head in (model.net.node_out, model.net.edge_out):
+        torch.nn.init.zeros_(head[-1].weight)
+        torch.nn.init.zeros_(head[-1].bias)
+    x = torch.randn(3, 37)
+    t = torch.tensor([0.1, 0.5, 0.99])
+    torch.testing.assert_close(model.predict_x1(x, t), x)
+    # the direct parametrization outputs the network's value itself (zero here)
+    model.x1_parametrization = "direct"
+    assert torch.count_nonzero(model.predict_x1(x, t)) == 0
+    with pytest.raises(ValueError, match="x1_parametrization"):
+        FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian", x1_parametrization="velocity")
