@@ -6,6 +6,7 @@ networks at once through :meth:`MLPSpec.forward` (one batched matmul per layer).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,7 +60,7 @@ class EvalResult:
     loss: Tensor
 
 
-class Task:
+class Task(ABC):
     """A base task. Subclasses set the class attributes and implement :meth:`data`.
 
     Attributes:
@@ -82,14 +83,14 @@ class Task:
         return f"{type(self).__name__}(name={self.name!r}, seed={self.seed})"
 
     # ------------------------------------------------------------------ data
+    @abstractmethod
     def data(self) -> TaskData:
         """Preprocessed train and test tensors (loaded once per process)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metadata(self) -> dict:
         """JSON-able description from which the preprocessed data can be rebuilt without
         this package (source, split, preprocessing constants)."""
-        raise NotImplementedError
 
     def check_spec(self, spec: MLPSpec) -> None:
         """Raise ``ValueError`` when the architecture does not fit the task's inputs and classes."""
@@ -105,6 +106,7 @@ class Task:
             )
 
     # --------------------------------------------------------------- metrics
+    @abstractmethod
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         """Mean loss per network.
 
@@ -115,8 +117,8 @@ class Task:
         Returns:
             ``(...)`` mean over the ``N`` examples.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(
         self, spec: MLPSpec, flat: Tensor, split: str = "test", batch_size: int = 2048
     ) -> EvalResult:
@@ -131,8 +133,8 @@ class Task:
         Returns:
             :class:`EvalResult` with ``(B,)`` tensors on ``flat``'s device.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def loss_fn(
         self,
         spec: MLPSpec,
@@ -149,7 +151,6 @@ class Task:
                 ``B`` networks) on every call, drawn with ``generator``.
             generator: CPU generator for the minibatch indices.
         """
-        raise NotImplementedError
 
     def no_data_error(self) -> RuntimeError:
         """The error raised by the data methods of a task without data."""
