@@ -305,6 +305,7 @@ class FlowMatchingModule(LightningModule):
         meta = {
             "task": self.task_name,
             "geometry": self.geometry_name,
+            "x1_parametrization": self.x1_parametrization,
             "sampling": asdict(cfg),
             "ema": self.ema is not None,
         }
