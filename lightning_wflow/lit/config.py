@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SOLVERS", "SamplingConfig", "VelocityNetConfig"]
+from ..flow import NOISE_SCALINGS, SOLVERS
 
-SOLVERS = ("euler", "midpoint", "rk4")
+__all__ = ["SamplingConfig", "VelocityNetConfig"]
 
 
 @dataclass
@@ -76,8 +76,10 @@ class SamplingConfig:
                 raise ValueError(f"sampling.{name} must be >= 1, got {getattr(self, name)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"sampling.solver must be one of {list(SOLVERS)}, got {self.solver!r}")
-        if self.noise_scaling not in ("step", "sqrt_dt"):
-            raise ValueError(f"sampling.noise_scaling must be one of ['step', 'sqrt_dt'], got {self.noise_scaling!r}")
+        if self.noise_scaling not in NOISE_SCALINGS:
+            raise ValueError(
+                f"sampling.noise_scaling must be one of {list(NOISE_SCALINGS)}, got {self.noise_scaling!r}"
+            )
         if self.epsilon < 0:
             raise ValueError(f"sampling.epsilon must be >= 0, got {self.epsilon}")
         if self.guidance_scale < 0:
