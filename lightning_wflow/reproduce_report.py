@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import BMAPoint, plot_bma, plot_histograms, plot_steps_sweep
+from .reproduce import MNIST_EXTRA
 from .utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["REFERENCE", "Table", "bucket_values", "collect", "write_report"]
@@ -272,7 +273,13 @@ def mnist_tables(data: Mapping[str, dict]) -> list[Table]:
                          **_compute_cells(data.get(run))})
             cells.append(cell(q, ref[(g, coupling)]))
         md.append(cells)
-    names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")]
+    for run in MNIST_EXTRA:
+        q = _quality(_get(data.get(run), "results"))
+        rows.append({"flow": "geometric", "coupling": "equivariant", "run": run, **{k: q[k] for k in cols if k in q},
+                     **_compute_cells(data.get(run))})
+        md.append([f"Geometric, fan_in edge scaling + equivariant coupling (`{run}`, not in the reference)",
+                   f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_f(q['loss_mean'])} / {_f(q['diversity'], 5)}", ""])
+    names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
     target = next((_quality(_get(data[n], "results"), "target") for n in names
                    if _get(data.get(n), "results", "samples", "target")), _quality(None))
     (ra, rsa), rl, rd = ref[("target", "independent")]
@@ -485,7 +492,7 @@ def figures(group: str, data: Mapping[str, dict], out: Path) -> list[Path]:
         save(_steps_sweep_figure(data, [f"uci_{g}_aligned" for g in GEOMETRIES]), "uci_steps_sweep")
         save(_bma_figure(data, names), "uci_bma")
     elif group == "mnist":
-        names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")]
+        names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
         save(_barrier_figure(data, ["mnist_euclidean", "mnist_geometric"]), "mnist_barriers")
         save(_steps_sweep_figure(data, names), "mnist_steps_sweep")
         save(_bma_figure(data, names), "mnist_bma")

@@ -57,6 +57,8 @@ def test_bad_inputs_fail_fast(in_tmp):
         main(["fit", "--config", TINY, "--data.layer_sizes", "[4]"])
     with pytest.raises((SystemExit, ValueError)):
         main(["fit", "--config", TINY, "--model.geometry", "hyperbolic"])
+    with pytest.raises((SystemExit, ValueError)):
+        main(["fit", "--config", TINY, "--model.net.edge_scaling", "fanin"])
     assert not (in_tmp / "logs").exists() or not any((in_tmp / "logs").rglob("*.ckpt"))
 
 

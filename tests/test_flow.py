@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_wflow.flow import (
+    EquivariantCoupling,
     BetaTimeSampler,
     GaussianPrior,
     IndependentCoupling,
@@ -109,10 +110,37 @@ def test_ot_coupling_equals_brute_force_and_pot(name):
     assert a is x0 and b is x1
 
 
+@pytest.mark.parametrize("name", ["euclidean", "geometric"])
+def test_equivariant_coupling_permutes_each_data_network_towards_its_prior_draw(name):
+    from lightning_wflow.symmetry import apply_permutations, random_permutations
+
+    geo = make_geometry(name, SPEC, True)
+    prior = SpherePrior(SPEC, 0.5) if name == "geometric" else GaussianPrior(SPEC)
+    x0, x1 = prior.sample(6, _gen(0), dtype=D64), prior.sample(6, _gen(1), dtype=D64)
+    c0, c1 = EquivariantCoupling()(x0, x1, geo)
+    assert torch.equal(c0, x0)
+    # each c1 row computes the same function as its x1 row (a hidden-neuron permutation)
+    inputs = torch.randn(1, 7, SPEC.layer_sizes[0], dtype=D64).expand(6, -1, -1)
+    torch.testing.assert_close(SPEC.forward(c1, inputs), SPEC.forward(x1, inputs))
+    assert geo.check(c1)[0]
+    # no farther from its prior draw than before, and strictly closer for some pairs
+    before, after = (x1 - x0).pow(2).sum(1), (c1 - x0).pow(2).sum(1)
+    assert bool((after <= before + 1e-9).all()) and bool((after < before - 1e-6).any())
+    # a data network that is a permuted copy of its prior draw is mapped onto it exactly
+    perms = random_permutations(SPEC, 6, _gen(2))
+    _, exact = EquivariantCoupling()(x0, apply_permutations(SPEC, x0, perms), geo)
+    torch.testing.assert_close(exact, x0)
+    assert isinstance(make_coupling("equivariant"), EquivariantCoupling)
+
+
 def test_coupling_errors():
     geo = make_geometry("euclidean", SPEC, True)
     with pytest.raises(ValueError, match="equal shape"):
         OTCoupling()(torch.zeros(3, SPEC.n_params), torch.zeros(4, SPEC.n_params), geo)
+    with pytest.raises(ValueError, match="equal shape"):
+        EquivariantCoupling()(torch.zeros(3, SPEC.n_params), torch.zeros(4, SPEC.n_params), geo)
+    with pytest.raises(ValueError, match="max_sweeps"):
+        EquivariantCoupling(max_sweeps=0)
     with pytest.raises(ValueError, match="coupling must be one of"):
         make_coupling("sinkhorn")
 

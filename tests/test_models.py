@@ -6,11 +6,12 @@ from lightning_wflow.symmetry import apply_permutations, random_permutations
 from lightning_wflow.weights import MLPSpec
 
 
+@pytest.mark.parametrize("edge_scaling", ["none", "fan_in"])
 @pytest.mark.parametrize("sizes", [(6, 5, 4, 3), (7, 8, 2)])
-def test_velocity_field_is_permutation_equivariant(sizes):
+def test_velocity_field_is_permutation_equivariant(sizes, edge_scaling):
     torch.manual_seed(0)
     spec = MLPSpec(sizes)
-    net = RelationalTransformer(list(sizes), d_model=16, n_layers=2).double()
+    net = RelationalTransformer(list(sizes), d_model=16, n_layers=2, edge_scaling=edge_scaling).double()
     x = torch.randn(3, spec.n_params, dtype=torch.float64)
     t = torch.rand(3, dtype=torch.float64)
     perms = random_permutations(spec, 3, generator=torch.Generator().manual_seed(1))
@@ -43,3 +44,25 @@ def test_wider_architecture_and_refusals():
         net(torch.randn(1, MLPSpec((6, 4, 3)).n_params), torch.rand(1), (6, 4, 3))
     with pytest.raises(ValueError, match="hidden layers"):
         net(torch.randn(1, MLPSpec((5, 4, 4, 3)).n_params), torch.rand(1), (5, 4, 4, 3))
+
+
+def test_fan_in_edge_scaling_reads_and_writes_weights_at_unit_scale():
+    """fan_in scaling == the unscaled network applied to sqrt(fan_in)-scaled weights, its
+    weight outputs divided by sqrt(fan_in); biases untouched. Per layer, from sizes only."""
+    torch.manual_seed(0)
+    sizes = (9, 4, 3)
+    spec = MLPSpec(sizes)
+    scaled = RelationalTransformer(list(sizes), d_model=8, n_layers=2, edge_scaling="fan_in").double()
+    plain = RelationalTransformer(list(sizes), d_model=8, n_layers=2).double()
+    plain.load_state_dict(scaled.state_dict())
+    s = torch.ones(spec.n_params, dtype=torch.float64)
+    for sl in spec.slices:
+        s[sl.weight] = sl.n_in ** 0.5
+    x, t = torch.randn(2, spec.n_params, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    torch.testing.assert_close(scaled(x, t), plain(x * s, t) / s)
+    assert not torch.allclose(scaled(x, t), plain(x, t))
+    # a wider net scales with its own fan-ins: 784-32-10's second layer by sqrt(32)
+    wide = (9, 7, 3)
+    assert scaled(torch.randn(1, MLPSpec(wide).n_params, dtype=torch.float64), t[:1], wide).shape[1] == MLPSpec(wide).n_params
+    with pytest.raises(ValueError, match="edge_scaling must be one of"):
+        RelationalTransformer(list(sizes), edge_scaling="fanin")

@@ -158,6 +158,22 @@ def test_weight_matching_recovers_planted_permutation(spec: MLPSpec) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS[:2], ids=lambda s: "-".join(map(str, s.layer_sizes)))
+def test_weight_matching_with_one_reference_per_network(spec: MLPSpec) -> None:
+    # network b is a permutation of reference b: each is recovered from its own reference
+    refs = _nets(spec, 5, seed=21)
+    perms = random_permutations(spec, 5, torch.Generator().manual_seed(22))
+    flat = apply_permutations(spec, refs, perms)
+    res = weight_matching(spec, flat, refs)
+    assert torch.allclose(res.aligned, refs, atol=1e-12)
+    assert res.distance_after.max() < 1e-12 < res.distance_before.min()
+    # and a shared reference still aligns all of them to that one
+    shared = weight_matching(spec, flat, refs[0])
+    assert torch.allclose(shared.aligned[0], refs[0], atol=1e-12)
+    with pytest.raises(ValueError, match="per-network references"):
+        weight_matching(spec, flat, refs[:3])
+
+
+@pytest.mark.parametrize("spec", SPECS[:2], ids=lambda s: "-".join(map(str, s.layer_sizes)))
 def test_sinkhorn_l2_recovers_planted_permutation(spec: MLPSpec) -> None:
     ref, flat, perms = _planted(spec, 6)
     res = sinkhorn_rebasin(spec, flat, ref, objective="l2", steps=60)

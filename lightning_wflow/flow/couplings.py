@@ -15,8 +15,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..geometry import Geometry
+from ..symmetry import weight_matching
 
-__all__ = ["Coupling", "IndependentCoupling", "OTCoupling", "COUPLINGS", "make_coupling"]
+__all__ = ["COUPLINGS", "Coupling", "EquivariantCoupling", "IndependentCoupling", "OTCoupling", "make_coupling"]
 
 
 class Coupling(ABC):
@@ -68,12 +69,54 @@ class OTCoupling(Coupling):
         return x0[self.assignment(x0, x1, geometry)], x1
 
 
+class EquivariantCoupling(Coupling):
+    """Independent pairs, then each data network permuted towards its prior draw.
+
+    Equivariant flow matching (Klein, Kramer & Noe, NeurIPS 2023) for the hidden-neuron
+    permutations: for every pair, weight matching (:func:`~lightning_wflow.symmetry.weight_matching`
+    with one reference per network) finds the permutation ``pi`` of ``x1``'s hidden neurons
+    closest to ``x0`` and the pair becomes ``(x0, pi x1)``. ``pi x1`` computes the same
+    function as ``x1``, so the flow still learns the data up to the symmetry, but paths are
+    shorter and, above all, learnable by an equivariant velocity field: with data aligned to
+    one reference, ``E[x1 | x_t]`` near ``t = 0`` is that reference's neuron order, which no
+    permutation-equivariant field can output from symmetric noise (its best guess gives
+    every hidden neuron the same weights); aligned to ``x0``, which neuron becomes which
+    feature is decided by ``x0`` itself. Permutations keep every neuron's sphere, so the
+    canonical geometries are preserved.
+
+    Args:
+        max_sweeps: weight-matching sweeps over the hidden layers per pair (one descent,
+            layers in a fixed order: a deterministic coupling).
+    """
+
+    def __init__(self, max_sweeps: int = 10):
+        if max_sweeps < 1:
+            raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
+        self.max_sweeps = max_sweeps
+
+    def __repr__(self) -> str:
+        return f"EquivariantCoupling(max_sweeps={self.max_sweeps})"
+
+    def __call__(self, x0: Tensor, x1: Tensor, geometry: Geometry) -> tuple[Tensor, Tensor]:
+        if x0.shape != x1.shape:
+            raise ValueError(
+                f"EquivariantCoupling needs batches of equal shape, got x0 {tuple(x0.shape)} and x1 {tuple(x1.shape)}"
+            )
+        # (B, P) references pair row b with row b (for B = 1 shared and paired coincide)
+        res = weight_matching(geometry.spec, x1, x0, self.max_sweeps, "fixed", 1)
+        return x0, res.aligned.to(x1.dtype)
+
+
 #: Coupling classes by name.
-COUPLINGS: dict[str, type[Coupling]] = {"independent": IndependentCoupling, "ot": OTCoupling}
+COUPLINGS: dict[str, type[Coupling]] = {
+    "independent": IndependentCoupling,
+    "ot": OTCoupling,
+    "equivariant": EquivariantCoupling,
+}
 
 
 def make_coupling(name: str) -> Coupling:
-    """``"independent"`` or ``"ot"``; raises ``ValueError`` for anything else."""
+    """A coupling by name (a key of :data:`COUPLINGS`); raises ``ValueError`` for anything else."""
     if name not in COUPLINGS:
         raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {name!r}")
     return COUPLINGS[name]()

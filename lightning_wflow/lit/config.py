@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..flow import NOISE_SCALINGS, SOLVERS
+from ..models.relational_transformer import EDGE_SCALINGS
 
 __all__ = ["SamplingConfig", "VelocityNetConfig"]
 
@@ -18,8 +19,15 @@ class VelocityNetConfig:
     n_heads: int = 1
     n_time_freq: int = 4
     dropout: float = 0.0
+    #: ``none`` | ``fan_in``: weights enter the network times sqrt(fan_in) and leave divided
+    #: by it (see :class:`~lightning_wflow.models.RelationalTransformer`)
+    edge_scaling: str = "none"
 
     def __post_init__(self) -> None:
+        if self.edge_scaling not in EDGE_SCALINGS:
+            raise ValueError(
+                f"model.net.edge_scaling must be one of {list(EDGE_SCALINGS)}, got {self.edge_scaling!r}"
+            )
         for name in ("d_model", "n_layers", "n_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.net.{name} must be >= 1, got {getattr(self, name)}")

@@ -17,16 +17,16 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
 
+from ..flow import COUPLINGS as _COUPLINGS
 from ..flow import (
     BetaTimeSampler,
     GaussianPrior,
-    IndependentCoupling,
     LossGuidance,
     NoiseConfig,
-    OTCoupling,
     SpherePrior,
     UniformTimeSampler,
     integrate,
+    make_coupling,
 )
 from ..geometry import make_geometry
 from ..models import RelationalTransformer
@@ -38,7 +38,7 @@ __all__ = ["GEOMETRIES", "COUPLINGS", "TIME_SAMPLERS", "X1_PARAMETRIZATIONS", "F
 
 GEOMETRIES = ("euclidean", "normalized", "geometric")
 X1_PARAMETRIZATIONS = ("direct", "residual")
-COUPLINGS = ("independent", "ot")
+COUPLINGS = tuple(_COUPLINGS)
 TIME_SAMPLERS = ("beta", "uniform")
 
 
@@ -57,7 +57,9 @@ class FlowMatchingModule(LightningModule):
         prior_bias_std: std of the Gaussian bias part of the sphere prior.
         sigma: width of the Gaussian conditional path (Euclidean paths) or of the tangent
             noise added to ``x_t`` (geometric paths).
-        coupling: ``independent`` | ``ot`` (exact minibatch OT).
+        coupling: ``independent`` | ``ot`` (exact minibatch OT) | ``equivariant`` (each data
+            network permuted towards its prior draw by weight matching, equivariant flow
+            matching: see :class:`~lightning_wflow.flow.EquivariantCoupling`).
         time_sampler: ``beta`` (Beta(beta_a, beta_b)) | ``uniform``.
         sampling: how networks are drawn (callbacks, ``predict``).
         ema_decay: exponential moving average of the velocity field used for sampling
@@ -113,7 +115,8 @@ class FlowMatchingModule(LightningModule):
         self.geometry = make_geometry(geometry, self.spec, last_layer_sphere=self.last_layer_sphere)
         self.net_config = net
         self.net = RelationalTransformer(
-            list(layer_sizes), net.d_model, net.n_layers, net.n_heads, net.n_time_freq, net.dropout
+            list(layer_sizes), net.d_model, net.n_layers, net.n_heads, net.n_time_freq, net.dropout,
+            edge_scaling=net.edge_scaling,
         )
         self.ema = (
             AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -126,7 +129,7 @@ class FlowMatchingModule(LightningModule):
         self.x1_parametrization = x1_parametrization
         # torchcfm's Gaussian conditional path N((1 - t) x0 + t x1, sigma^2) for straight paths
         self.cfm = ConditionalFlowMatcher(sigma=sigma)
-        self.coupling = OTCoupling() if coupling == "ot" else IndependentCoupling()
+        self.coupling = make_coupling(coupling)
         self.time_sampler = BetaTimeSampler(beta_a, beta_b) if time_sampler == "beta" else UniformTimeSampler()
         self.sampling = sampling
         #: results of the evaluation callbacks, written to results.json after ``test``

@@ -104,7 +104,7 @@ def make_result(
     """Apply ``perms`` and package an :class:`AlignmentResult` with the distances."""
     with torch.no_grad():
         aligned = apply_permutations(spec, flat.detach(), perms)
-        ref = reference.unsqueeze(0)
+        ref = reference.unsqueeze(0) if reference.ndim == 1 else reference
         before = (flat.detach() - ref).norm(dim=1)
         after = (aligned - ref).norm(dim=1)
     return AlignmentResult(aligned, perms, method, before, after, n_iterations, seconds)

@@ -42,7 +42,7 @@ def weight_matching_scores(
     Args:
         spec: the architecture.
         flat: ``(B, P)`` networks to permute.
-        reference: ``(P,)`` reference network.
+        reference: ``(P,)`` reference network, or ``(B, P)``: one reference per network.
         perms: current ``(B, h_j)`` permutations of every hidden layer.
         layer: hidden layer index ``k`` (output of Linear layer ``k``).
 
@@ -51,20 +51,22 @@ def weight_matching_scores(
         to position ``i`` of the reference.
     """
     n_hidden = len(spec.hidden_sizes)
-    ref_layers = spec.unflatten(reference.unsqueeze(0))
+    # (1, P) broadcasts over the batch; (B, P) pairs network b with reference b
+    ref_layers = spec.unflatten(reference.unsqueeze(0) if reference.ndim == 1 else reference)
     layers = spec.unflatten(flat)
     a_w, a_b = ref_layers[layer]
     w, b = layers[layer]
     if layer > 0:  # incoming weights with the previous hidden layer already permuted
         prev = perms[layer - 1]
         w = w.gather(2, prev.unsqueeze(1).expand(-1, w.shape[1], -1))
-    score = torch.einsum("ic,bjc->bij", a_w[0], w) + a_b[0].unsqueeze(1) * b.unsqueeze(1)
-    a_next = ref_layers[layer + 1][0][0]
+    score = torch.einsum("bic,bjc->bij", a_w.expand(w.shape[0], -1, -1), w)
+    score = score + a_b.unsqueeze(2) * b.unsqueeze(1)
+    a_next = ref_layers[layer + 1][0]
     w_next = layers[layer + 1][0]
     if layer + 1 < n_hidden:  # outgoing weights with the next hidden layer already permuted
         nxt = perms[layer + 1]
         w_next = w_next.gather(1, nxt.unsqueeze(2).expand(-1, -1, w_next.shape[2]))
-    return score + torch.einsum("ri,brj->bij", a_next, w_next)
+    return score + torch.einsum("bri,brj->bij", a_next.expand(w_next.shape[0], -1, -1), w_next)
 
 
 def _total(score: Tensor, perm: Tensor) -> Tensor:
@@ -125,7 +127,9 @@ def weight_matching(
     Args:
         spec: the architecture (any depth; a network without hidden layers is returned as is).
         flat: ``(B, P)`` networks.
-        reference: ``(P,)`` or ``(1, P)`` reference network.
+        reference: ``(P,)`` or ``(1, P)`` reference network, or ``(B, P)`` with ``B > 1``:
+            network ``b`` is aligned to reference ``b`` (pairwise alignment, e.g. of data
+            networks to prior draws in :class:`~lightning_wflow.flow.EquivariantCoupling`).
         max_sweeps: at most this many sweeps over the hidden layers per descent.
         order: ``"random"`` (a fresh random layer order per sweep, as Ainsworth et al.)
             or ``"fixed"`` (first to last hidden layer).
@@ -144,7 +148,17 @@ def weight_matching(
         raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
     if n_restarts < 1:
         raise ValueError(f"n_restarts must be >= 1, got {n_restarts}")
-    ref = check_reference(spec, flat, reference)
+    paired = reference.ndim == 2 and reference.shape[0] > 1
+    if paired:
+        spec.check_flat(flat)
+        if reference.shape != flat.shape:
+            raise ValueError(
+                f"per-network references must have the networks' shape {tuple(flat.shape)}, "
+                f"got {tuple(reference.shape)}"
+            )
+        ref = reference.detach().to(device=flat.device, dtype=flat.dtype)
+    else:
+        ref = check_reference(spec, flat, reference)
     flat = flat.detach()
     batch = flat.shape[0]
     gen = torch.Generator().manual_seed(0) if generator is None else generator
