@@ -79,3 +79,13 @@ def test_couplings_train_the_geometric_flow(coupling):
     assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="model.coupling must be one of"):
         FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian", coupling="sinkhorn")
+
+
+def test_checkpoint_from_before_a_net_option_existed_still_loads():
+    from dataclasses import asdict
+
+    model = FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian", net=VelocityNetConfig(d_model=8, n_layers=1))
+    old = {k: v for k, v in asdict(model.net_config).items() if k != "edge_scaling"}
+    model.on_load_checkpoint({"hyper_parameters": {"net": old}})  # default edge_scaling: same behaviour
+    with pytest.raises(ValueError, match="edge_scaling"):
+        model.on_load_checkpoint({"hyper_parameters": {"net": {**old, "edge_scaling": "fan_in"}}})

@@ -1,6 +1,6 @@
 """Flow matching machinery: time samplers, priors, couplings, paths, solvers, guidance, likelihoods."""
 
-from .couplings import COUPLINGS, EquivariantCoupling, Coupling, IndependentCoupling, OTCoupling, make_coupling
+from .couplings import COUPLINGS, Coupling, EquivariantCoupling, IndependentCoupling, OTCoupling, make_coupling
 from .guidance import LossGuidance
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .paths import PathSample, sample_path, x1_prediction_velocity

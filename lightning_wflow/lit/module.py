@@ -327,6 +327,10 @@ class FlowMatchingModule(LightningModule):
         for key, mine in (("layer_sizes", list(self.spec.layer_sizes)), ("geometry", self.geometry_name),
                           ("net", asdict(self.net_config)), ("x1_parametrization", self.x1_parametrization)):
             theirs = hp.get(key)
+            if key == "net" and theirs is not None:
+                # options added after a checkpoint was written take their defaults, which
+                # reproduce the behaviour it was trained with
+                theirs = {**asdict(VelocityNetConfig()), **theirs}
             if theirs is not None and (list(theirs) if key == "layer_sizes" else theirs) != mine:
                 raise ValueError(
                     f"checkpoint was trained with {key}={theirs} but the config has {key}={mine}; "
