@@ -5,6 +5,11 @@ Everything is read from the run folders that :mod:`lightning_wflow.reproduce` fi
 (compute used) and the TensorBoard events (histograms of barriers and sample means, which
 the results JSON only summarises). Every file is written atomically; a missing run leaves
 its cells empty (``—``) rather than failing.
+
+The report also writes one archive record per run, ``<out>/runs/<name>.json`` (results,
+compute and the event data the report uses). A run whose folder is gone (a fresh clone, a
+cleaned ``logs/``) is read back from its record, so re-running one experiment of a group
+rewrites the group's tables without dropping the others' committed numbers.
 """
 
 from __future__ import annotations
@@ -67,19 +72,34 @@ REFERENCE: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------ reading
-def collect(names: Sequence[str], runs_dir: Path) -> dict[str, dict]:
-    """``{name: {"results": ..., "compute": ...}}`` for every run that has results."""
+#: TensorBoard tags the tables and figures read (histograms: barriers and sample weight means).
+EVENT_HISTOGRAMS = ("barrier/zoo", "barrier/samples", "samples/weight_mean_eps0", "samples/weight_mean_eps0.05")
+EVENT_SCALARS = tuple(f"samples/weight_mean_eps{e}/{s}" for e in ("0", "0.05") for s in ("mean", "std"))
+
+
+def collect(names: Sequence[str], runs_dir: Path, archive: Path | None = None) -> dict[str, dict]:
+    """``{name: {"results", "compute", "events", "archived"}}`` for every run that has results.
+
+    A run folder's ``results.json`` wins; without it, ``<archive>/<name>.json`` (written by an
+    earlier report) is used and the entry is marked ``archived``.
+    """
     out = {}
     for name in names:
         folder = runs_dir / name / VERSION
         path = folder / "results.json"
-        if not path.is_file():
-            continue
-        compute = {}
-        for extra in ("fit_done.json", "test_done.json"):
-            if (folder / extra).is_file():
-                compute.update(json.loads((folder / extra).read_text()))
-        out[name] = {"results": json.loads(path.read_text()), "compute": compute, "folder": folder}
+        if path.is_file():
+            compute = {}
+            for extra in ("fit_done.json", "test_done.json"):
+                if (folder / extra).is_file():
+                    compute.update(json.loads((folder / extra).read_text()))
+            out[name] = {"results": json.loads(path.read_text()), "compute": compute,
+                         "events": _event_data(_events(folder)), "archived": False}
+        elif archive is not None and (archive / f"{name}.json").is_file():
+            record = json.loads((archive / f"{name}.json").read_text())
+            if not isinstance(record, dict) or not isinstance(record.get("results"), dict):
+                raise ValueError(f"{archive / f'{name}.json'} is not a run record (no 'results' mapping)")
+            out[name] = {"results": record["results"], "compute": record.get("compute", {}),
+                         "events": record.get("events", {}), "archived": True}
     return out
 
 
@@ -102,24 +122,38 @@ def _events(folder: Path):
     return acc
 
 
-def _histogram(acc, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(edges (K+1,), counts (K,))`` of the last TensorBoard histogram logged as ``tag``."""
-    if acc is None or tag not in acc.Tags().get("histograms", []):
-        return None
-    h = max(acc.Histograms(tag), key=lambda e: (e.step, e.wall_time)).histogram_value
-    limits = np.asarray(h.bucket_limit, dtype=np.float64)
-    counts = np.asarray(h.bucket, dtype=np.float64)
-    if counts.size == 0:
-        return None
-    # bucket i covers (limit[i-1], limit[i]]; the outer edges are the data's min and max
-    edges = np.clip(np.concatenate([[h.min], limits]), h.min, h.max)
-    return np.maximum.accumulate(edges), counts
+def _event_data(acc) -> dict:
+    """The report's event data as JSON: ``{"histograms": {tag: {"edges", "counts"}}, "scalars": {tag: v}}``."""
+    hists, scalars = {}, {}
+    tags = acc.Tags() if acc is not None else {}
+    for tag in EVENT_HISTOGRAMS:
+        if tag not in tags.get("histograms", []):
+            continue
+        h = max(acc.Histograms(tag), key=lambda e: (e.step, e.wall_time)).histogram_value
+        limits = np.asarray(h.bucket_limit, dtype=np.float64)
+        counts = np.asarray(h.bucket, dtype=np.float64)
+        if counts.size == 0:
+            continue
+        # bucket i covers (limit[i-1], limit[i]]; the outer edges are the data's min and max
+        edges = np.maximum.accumulate(np.clip(np.concatenate([[h.min], limits]), h.min, h.max))
+        hists[tag] = {"edges": edges.tolist(), "counts": counts.tolist()}
+    for tag in EVENT_SCALARS:
+        if tag in tags.get("scalars", []):
+            scalars[tag] = float(acc.Scalars(tag)[-1].value)
+    return {"histograms": hists, "scalars": scalars}
 
 
-def _scalar(acc, tag: str) -> float | None:
-    if acc is None or tag not in acc.Tags().get("scalars", []):
+def _histogram(entry: Mapping | None, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(edges (K+1,), counts (K,))`` of the last histogram logged as ``tag`` by the run ``entry``."""
+    h = _get(entry, "events", "histograms", tag)
+    if h is None:
         return None
-    return float(acc.Scalars(tag)[-1].value)
+    return np.asarray(h["edges"], dtype=np.float64), np.asarray(h["counts"], dtype=np.float64)
+
+
+def _scalar(entry: Mapping | None, tag: str) -> float | None:
+    value = _get(entry, "events", "scalars", tag)
+    return None if value is None else float(value)
 
 
 # ------------------------------------------------------------------------------- tables
@@ -273,11 +307,11 @@ def mnist_tables(data: Mapping[str, dict]) -> list[Table]:
                          **_compute_cells(data.get(run))})
             cells.append(cell(q, ref[(g, coupling)]))
         md.append(cells)
-    for run in MNIST_EXTRA:
+    for run, (label, coupling) in MNIST_EXTRA.items():
         q = _quality(_get(data.get(run), "results"))
-        rows.append({"flow": "geometric", "coupling": "equivariant", "run": run, **{k: q[k] for k in cols if k in q},
+        rows.append({"flow": "geometric", "coupling": coupling, "run": run, **{k: q[k] for k in cols if k in q},
                      **_compute_cells(data.get(run))})
-        md.append([f"Geometric, fan_in edge scaling + equivariant coupling (`{run}`, not in the reference)",
+        md.append([f"{label} (`{run}`, not in the reference)",
                    f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_f(q['loss_mean'])} / {_f(q['diversity'], 5)}", ""])
     names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
     target = next((_quality(_get(data[n], "results"), "target") for n in names
@@ -376,11 +410,10 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
 
 def toy_tables(data: Mapping[str, dict]) -> list[Table]:
     entry = data.get("gaussian_euclidean")
-    acc = _events(entry["folder"]) if entry else None
     rows, md = [], []
     for eps in (0.0, 0.05):
-        mean = _scalar(acc, f"samples/weight_mean_eps{eps:g}/mean")
-        std = _scalar(acc, f"samples/weight_mean_eps{eps:g}/std")
+        mean = _scalar(entry, f"samples/weight_mean_eps{eps:g}/mean")
+        std = _scalar(entry, f"samples/weight_mean_eps{eps:g}/std")
         rows.append({"epsilon": eps, "weight_mean_mean": mean, "weight_mean_std": std, "target_mean": 1.0})
         md.append([f"{eps:g}", _pm(mean, std), "1 (N(1, I))"])
     return [Table("toy", "Gaussian toy: mean weight of sampled networks",
@@ -460,9 +493,8 @@ def _barrier_figure(data: Mapping[str, dict], names: Sequence[str]) -> Figure | 
         entry = data.get(name)
         if entry is None:
             continue
-        acc = _events(entry["folder"])
         for pop in ("zoo", "samples"):
-            h = _histogram(acc, f"barrier/{pop}")
+            h = _histogram(entry, f"barrier/{pop}")
             if h is not None:
                 hists[f"{name} {pop}"] = bucket_values(*h)
     return plot_histograms(hists, "midpoint loss barrier") if hists else None
@@ -480,9 +512,8 @@ def figures(group: str, data: Mapping[str, dict], out: Path) -> list[Path]:
 
     if group == "toy":
         entry = data.get("gaussian_euclidean")
-        acc = _events(entry["folder"]) if entry else None
         hists = {("deterministic" if e == 0 else f"stochastic (epsilon {e:g})"): bucket_values(*h)
-                 for e in (0.0, 0.05) if (h := _histogram(acc, f"samples/weight_mean_eps{e:g}")) is not None}
+                 for e in (0.0, 0.05) if (h := _histogram(entry, f"samples/weight_mean_eps{e:g}")) is not None}
         save(plot_histograms(hists, "mean weight of a sampled network") if hists else None,
              "toy_weight_means")
     elif group == "uci":
@@ -513,16 +544,24 @@ def write_report(groups: Sequence[str], runs: Sequence, runs_dir: Path, out: Pat
     written: list[Path] = []
     for group in groups:
         names = [r.name for r in runs if r.group == group]
-        data = collect(names, runs_dir)
-        log.info("report %s: %d of %d runs have results", group, len(data), len(names))
+        data = collect(names, runs_dir, archive=out / "runs")
+        archived = [n for n in names if n in data and data[n]["archived"]]
+        log.info("report %s: %d of %d runs have results (%d from %s)", group, len(data), len(names),
+                 len(archived), out / "runs")
         for name, entry in data.items():
+            if entry["archived"]:
+                continue
             path = out / "runs" / f"{name}.json"
-            atomic_write_json(path, {"results": entry["results"], "compute": entry["compute"]})
+            atomic_write_json(path, {"results": entry["results"], "compute": entry["compute"],
+                                     "events": entry["events"]})
             written.append(path)
         tables = TABLES[group](data)
         missing = [n for n in names if n not in data]
         text = (f"# Reproduction: {group}\n\nGenerated by `python -m lightning_wflow.reproduce {group}` from the "
                 f"runs under `{runs_dir}`; every run's numbers and compute are in `runs/<name>.json`.\n")
+        if archived:
+            text += (f"\nRead from their records in `runs/` (run folders not present when this was written): "
+                     f"{', '.join(archived)}.\n")
         if missing:
             text += f"\nRuns without results (empty cells): {', '.join(missing)}.\n"
         for table in tables:

@@ -4,6 +4,7 @@ the finished runs."""
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -123,6 +124,23 @@ def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, mo
         n: "skip" for n in args[-3:]}
     reproduce.main(args)
     assert results.stat().st_mtime_ns == before
+
+    # a fresh clone has the committed records but no run folders: re-running the report keeps
+    # every run's cells and histograms, read back from out/runs/<name>.json
+    table_before = (out / "uci.csv").read_text()
+    record = (out / "runs" / "uci_euclidean.json").read_text()
+    assert '"barrier/zoo"' in record
+    shutil.rmtree(in_tmp / "runs")
+    (out / "uci_barriers.png").unlink()
+    reproduce.main([*args, "--report-only"])
+    assert (out / "uci.csv").read_text() == table_before
+    assert (out / "runs" / "uci_euclidean.json").read_text() == record
+    md = (out / "uci.md").read_text()
+    assert "Read from their records in `runs/`" in md and "uci_geometric_aligned_ot" in md
+    _check_outputs(out, ["uci", "uci_barriers"], ["uci_barriers"])
+    (out / "runs" / "uci_euclidean.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="uci_euclidean.json is not a run record"):
+        reproduce.main([*args, "--report-only"])
 
 
 def test_reproduce_tiny_transfer_and_toy(in_tmp, shared_data_root, monkeypatch):
