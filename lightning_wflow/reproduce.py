@@ -42,8 +42,16 @@ GROUPS = ("toy", "uci", "mnist", "transfer")
 GEOMETRIES = ("euclidean", "normalized", "geometric")
 UCI_VARIANTS = ("", "_aligned", "_aligned_ot")
 MNIST_VARIANTS = ("", "_ot")
-#: MNIST runs beyond the reference's grid (its own row in the MNIST table)
-MNIST_EXTRA = ("mnist_geometric_equivariant",)
+#: MNIST runs beyond the reference's grid, each its own row of the MNIST table:
+#: ``{name: (row label, coupling)}``
+MNIST_EXTRA: dict[str, tuple[str, str]] = {
+    "mnist_geometric_equivariant": ("Geometric, fan_in edge scaling + equivariant coupling", "equivariant"),
+    "mnist_geometric_mlp": ("Geometric, MLP velocity field over the flat weights (DeepWeightFlow's baseline)",
+                            "independent"),
+}
+#: MNIST flows beyond the reference's three whose checkpoints also run the guided and
+#: learned-initialisation transfer experiments: ``{flow: row label}`` (run ``mnist_<flow>``)
+TRANSFER_EXTRA: dict[str, str] = {"geometric_mlp": "Geometric, MLP field"}
 #: Callbacks that evaluate after ``test`` (and, unless turned off, after ``fit``).
 EVALUATION_CALLBACKS = frozenset(
     {"SampleQuality", "StepsSweep", "LossBarrier", "Likelihood", "PosteriorPredictive", "LearnedInitialisation"}
@@ -106,6 +114,12 @@ def grid() -> list[Run]:
         runs.append(Run(f"transfer_guided_{g}", "transfer", f"mnist_{g}.yaml", "transfer_guided.yaml", f"mnist_{g}"))
     runs.append(Run("transfer_init_geometric", "transfer", "mnist_geometric.yaml", "transfer_init.yaml",
                     "mnist_geometric"))
+    # the MLP velocity field transfers by guidance and as an initialisation, not to other widths
+    for flow in TRANSFER_EXTRA:
+        runs.append(Run(f"transfer_guided_{flow}", "transfer", f"mnist_{flow}.yaml", "transfer_guided.yaml",
+                        f"mnist_{flow}"))
+        runs.append(Run(f"transfer_init_{flow}", "transfer", f"mnist_{flow}.yaml", "transfer_init.yaml",
+                        f"mnist_{flow}"))
     for g in GEOMETRIES:
         runs.append(Run(f"transfer_wide_{g}", "transfer", f"mnist_{g}.yaml", "transfer_wide.yaml", f"mnist_{g}"))
         runs.append(Run(f"transfer_wide_guided_{g}", "transfer", f"mnist_{g}.yaml", "transfer_wide.yaml",

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import BMAPoint, plot_bma, plot_histograms, plot_steps_sweep
-from .reproduce import MNIST_EXTRA
+from .reproduce import MNIST_EXTRA, TRANSFER_EXTRA
 from .utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["REFERENCE", "Table", "bucket_values", "collect", "write_report"]
@@ -359,15 +359,16 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
             "test_seconds"]
     rows, md = [], []
     rg = REFERENCE["transfer_guided"]
-    for g in GEOMETRIES:
+    flows = {**{g: TITLE[g] for g in GEOMETRIES}, **TRANSFER_EXTRA}
+    for g, title in flows.items():
         run = f"transfer_guided_{g}"
         res = _get(data.get(run), "results")
         q = _quality(res)
         rows.append({"experiment": "guided (lambda 0.1, 512 steps)", "flow": g, "run": run,
-                     **{k: q[k] for k in cols if k in q}, "reference": rg[g],
+                     **{k: q[k] for k in cols if k in q}, "reference": rg.get(g),
                      "test_seconds": _compute_cells(data.get(run))["test_seconds"]})
-        md.append(["guided toward the transfer task, 512 steps", TITLE[g], _pm(q["accuracy_mean"], q["accuracy_std"]),
-                   _f(rg[g])])
+        md.append(["guided toward the transfer task, 512 steps", title, _pm(q["accuracy_mean"], q["accuracy_std"]),
+                   _f(rg.get(g))])
         un = _get(res, "steps_sweep") or {}
         for key, v in sorted(un.items()):
             m = re.fullmatch(r"(unguided|guided)_steps(\d+)", key)
@@ -377,7 +378,7 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
                              "accuracy_std": v.get("accuracy_std"), "loss_mean": v.get("loss_mean"),
                              "n_networks": v.get("n_networks"),
                              "reference": rg["unguided"] if m.group(1) == "unguided" else None})
-                md.append([label, TITLE[g], _pm(v.get("accuracy_mean"), v.get("accuracy_std")),
+                md.append([label, title, _pm(v.get("accuracy_mean"), v.get("accuracy_std")),
                            _f(rg["unguided"]) if m.group(1) == "unguided" else ""])
     tq = _get(data.get("transfer_target"), "results", "target") or {}
     rows.append({"experiment": "trained on the transfer task", "flow": "target", "run": "transfer_target",
@@ -395,12 +396,14 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
             rows.append({"experiment": label, "flow": g, "run": run, **{k: q[k] for k in cols if k in q},
                          "reference": r, "test_seconds": _compute_cells(data.get(run))["test_seconds"]})
             md.append([label, TITLE[g], _pm(q["accuracy_mean"], q["accuracy_std"]), _f(r)])
-    init = _get(data.get("transfer_init_geometric"), "results", "learned_init") or {}
-    for label, c in init.items():
-        rows.append({"experiment": f"learned init ({label}), final accuracy", "flow": "geometric",
-                     "run": "transfer_init_geometric", "accuracy_mean": c.get("final_accuracy")})
-        md.append([f"training from {label} initialisation: first / final accuracy", "Geometric",
-                   f"{_f(c.get('first_accuracy_after_start'))} / {_f(c.get('final_accuracy'))}", ""])
+    for g, title in {"geometric": TITLE["geometric"], **TRANSFER_EXTRA}.items():
+        run = f"transfer_init_{g}"
+        init = _get(data.get(run), "results", "learned_init") or {}
+        for label, c in init.items():
+            rows.append({"experiment": f"learned init ({label}), final accuracy", "flow": g,
+                         "run": run, "accuracy_mean": c.get("final_accuracy")})
+            md.append([f"training from {label} initialisation: first / final accuracy", title,
+                       f"{_f(c.get('first_accuracy_after_start'))} / {_f(c.get('final_accuracy'))}", ""])
     note = ("Transfer task: `mnist_permuted` (MNIST with a fixed pixel permutation), the offline stand-in for the "
             "reference's Fashion-MNIST; references are the Fashion-MNIST numbers. Sample accuracies are on the task "
             "named in each row (the transfer task for guided rows, MNIST for 784-32-10 rows).")
@@ -528,9 +531,11 @@ def figures(group: str, data: Mapping[str, dict], out: Path) -> list[Path]:
         save(_steps_sweep_figure(data, names), "mnist_steps_sweep")
         save(_bma_figure(data, names), "mnist_bma")
     elif group == "transfer":
-        init = _get(data.get("transfer_init_geometric"), "results", "learned_init")
-        save(plot_init(init) if init else None, "transfer_init")
-        save(_steps_sweep_figure(data, [f"transfer_guided_{g}" for g in GEOMETRIES]), "transfer_steps_sweep")
+        for g in ("geometric", *TRANSFER_EXTRA):
+            init = _get(data.get(f"transfer_init_{g}"), "results", "learned_init")
+            save(plot_init(init) if init else None, "transfer_init" if g == "geometric" else f"transfer_init_{g}")
+        save(_steps_sweep_figure(data, [f"transfer_guided_{g}" for g in (*GEOMETRIES, *TRANSFER_EXTRA)]),
+             "transfer_steps_sweep")
     return written
 
 

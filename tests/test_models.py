@@ -66,3 +66,45 @@ def test_fan_in_edge_scaling_reads_and_writes_weights_at_unit_scale():
     assert scaled(torch.randn(1, MLPSpec(wide).n_params, dtype=torch.float64), t[:1], wide).shape[1] == MLPSpec(wide).n_params
     with pytest.raises(ValueError, match="edge_scaling must be one of"):
         RelationalTransformer(list(sizes), edge_scaling="fanin")
+
+
+def test_mlp_field_scales_like_the_transformer_and_refuses_other_architectures():
+    from lightning_wflow.models import MLPVelocityField
+
+    torch.manual_seed(0)
+    sizes = (9, 4, 3)
+    spec = MLPSpec(sizes)
+    scaled = MLPVelocityField(list(sizes), d_model=16, n_layers=2, edge_scaling="fan_in").double()
+    plain = MLPVelocityField(list(sizes), d_model=16, n_layers=2).double()
+    plain.load_state_dict(scaled.state_dict())
+    s = torch.ones(spec.n_params, dtype=torch.float64)
+    for sl in spec.slices:
+        s[sl.weight] = sl.n_in ** 0.5
+    x, t = torch.randn(2, spec.n_params, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    out = scaled(x, t, sizes)
+    assert out.shape == (2, spec.n_params)
+    torch.testing.assert_close(out, plain(x * s, t) / s)
+    # time matters, and so does every input coordinate (no structure is dropped)
+    assert not torch.allclose(scaled(x, t), scaled(x, 1 - t))
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    assert not torch.allclose(scaled(x2, t), out)
+    # not equivariant: a hidden permutation does not just permute the output
+    perms = random_permutations(spec, 2, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(scaled(apply_permutations(spec, x, perms), t), apply_permutations(spec, out, perms))
+    with pytest.raises(ValueError, match=r"reads the flat weights of \[9, 4, 3\] only"):
+        scaled(torch.randn(1, MLPSpec((9, 7, 3)).n_params, dtype=torch.float64), t[:1], (9, 7, 3))
+    with pytest.raises(ValueError, match="edge_scaling must be one of"):
+        MLPVelocityField(list(sizes), edge_scaling="fanin")
+
+
+def test_net_kind_is_validated_and_builds_the_mlp_field():
+    from lightning_wflow.lit import FlowMatchingModule, VelocityNetConfig
+    from lightning_wflow.models import MLPVelocityField
+
+    with pytest.raises(ValueError, match=r"model.net.kind must be one of \['relational_transformer', 'mlp'\]"):
+        VelocityNetConfig(kind="transformer")
+    model = FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian",
+                               net=VelocityNetConfig(kind="mlp", d_model=16, n_layers=1))
+    assert isinstance(model.net, MLPVelocityField)
+    assert model.hparams["net"]["kind"] == "mlp"

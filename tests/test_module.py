@@ -89,3 +89,18 @@ def test_checkpoint_from_before_a_net_option_existed_still_loads():
     model.on_load_checkpoint({"hyper_parameters": {"net": old}})  # default edge_scaling: same behaviour
     with pytest.raises(ValueError, match="edge_scaling"):
         model.on_load_checkpoint({"hyper_parameters": {"net": {**old, "edge_scaling": "fan_in"}}})
+
+
+def test_short_gaussian_flow_with_mlp_field_moves_sample_mean_toward_one(in_tmp):
+    L.seed_everything(0)
+    dm = WeightZooDataModule(task="gaussian", layer_sizes=[4, 5, 2], n_samples=512, gaussian_mean=1.0,
+                             batch_size=32, val_runs=32, progress=False)
+    model = FlowMatchingModule(layer_sizes=[4, 5, 2], task="gaussian",
+                               net=VelocityNetConfig(kind="mlp", d_model=64, n_layers=2),
+                               sampling=SamplingConfig(n_samples=64, steps=20))
+    trainer = L.Trainer(max_steps=400, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, enable_model_summary=False)
+    trainer.fit(model, dm)
+    samples = model.sample()
+    assert abs(samples.mean().item() - 1.0) < 0.25, samples.mean().item()
+    assert 0.3 < samples.std(0).mean().item() < 1.5

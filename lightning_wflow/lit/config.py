@@ -5,15 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..flow import NOISE_SCALINGS, SOLVERS
-from ..models.relational_transformer import EDGE_SCALINGS
+from ..models import EDGE_SCALINGS, NET_KINDS
 
 __all__ = ["SamplingConfig", "VelocityNetConfig"]
 
 
 @dataclass
 class VelocityNetConfig:
-    """Relational transformer size (reference defaults: 5 layers, d_model 32, 1 head, GELU)."""
+    """Velocity field (reference: relational transformer, 5 layers, d_model 32, 1 head, GELU).
 
+    ``kind: relational_transformer`` is the reference's graph network, exactly equivariant to
+    hidden-neuron permutations and able to sample wider networks; ``kind: mlp`` is a plain
+    residual MLP over the flat weights (DeepWeightFlow's baseline, for aligned zoos), where
+    ``d_model`` is the hidden width, ``n_layers`` the number of residual blocks and
+    ``n_heads`` is unused.
+    """
+
+    kind: str = "relational_transformer"
     d_model: int = 32
     n_layers: int = 5
     n_heads: int = 1
@@ -24,6 +32,8 @@ class VelocityNetConfig:
     edge_scaling: str = "none"
 
     def __post_init__(self) -> None:
+        if self.kind not in NET_KINDS:
+            raise ValueError(f"model.net.kind must be one of {list(NET_KINDS)}, got {self.kind!r}")
         if self.edge_scaling not in EDGE_SCALINGS:
             raise ValueError(
                 f"model.net.edge_scaling must be one of {list(EDGE_SCALINGS)}, got {self.edge_scaling!r}"

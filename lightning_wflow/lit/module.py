@@ -29,7 +29,7 @@ from ..flow import (
     make_coupling,
 )
 from ..geometry import make_geometry
-from ..models import RelationalTransformer
+from ..models import MLPVelocityField, RelationalTransformer
 from ..tasks import get_task
 from ..weights import MLPSpec
 from .config import SamplingConfig, VelocityNetConfig
@@ -52,7 +52,7 @@ class FlowMatchingModule(LightningModule):
             is a sphere of radius sqrt(C) (classification) and feeds guidance.
         data_root: where the task's data lives (linked from ``data.data_root``).
         geometry: ``euclidean`` | ``normalized`` | ``geometric``.
-        net: relational transformer size.
+        net: velocity field (``kind``: relational transformer or MLP) and its size.
         prior_mean, prior_std: Euclidean prior ``N(mean, std^2 I)``.
         prior_bias_std: std of the Gaussian bias part of the sphere prior.
         sigma: width of the Gaussian conditional path (Euclidean paths) or of the tangent
@@ -114,10 +114,16 @@ class FlowMatchingModule(LightningModule):
         self.geometry_name = geometry
         self.geometry = make_geometry(geometry, self.spec, last_layer_sphere=self.last_layer_sphere)
         self.net_config = net
-        self.net = RelationalTransformer(
-            list(layer_sizes), net.d_model, net.n_layers, net.n_heads, net.n_time_freq, net.dropout,
-            edge_scaling=net.edge_scaling,
-        )
+        if net.kind == "mlp":
+            self.net = MLPVelocityField(
+                list(layer_sizes), net.d_model, net.n_layers, net.n_time_freq, net.dropout,
+                edge_scaling=net.edge_scaling,
+            )
+        else:
+            self.net = RelationalTransformer(
+                list(layer_sizes), net.d_model, net.n_layers, net.n_heads, net.n_time_freq, net.dropout,
+                edge_scaling=net.edge_scaling,
+            )
         self.ema = (
             AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay is not None

@@ -1,5 +1,9 @@
 """Velocity fields over weight space (``nn.Module`` only)."""
 
-from .relational_transformer import RelationalTransformer, RTLayer, time_features
+from .mlp_field import MLPVelocityField
+from .relational_transformer import EDGE_SCALINGS, RelationalTransformer, RTLayer, time_features
 
-__all__ = ["RelationalTransformer", "RTLayer", "time_features"]
+#: ``model.net.kind``: the velocity field's architecture
+NET_KINDS = ("relational_transformer", "mlp")
+
+__all__ = ["EDGE_SCALINGS", "MLPVelocityField", "NET_KINDS", "RelationalTransformer", "RTLayer", "time_features"]
