@@ -42,16 +42,17 @@ GROUPS = ("toy", "uci", "mnist", "transfer")
 GEOMETRIES = ("euclidean", "normalized", "geometric")
 UCI_VARIANTS = ("", "_aligned", "_aligned_ot")
 MNIST_VARIANTS = ("", "_ot")
+#: velocity fields of the MNIST grid (run and config name infix): the relational transformer
+#: (the reference's) and the MLP over the flat weights (``model.net.kind: mlp``, not in the reference)
+MNIST_NETS = ("", "_mlp")
 #: MNIST runs beyond the reference's grid, each its own row of the MNIST table:
 #: ``{name: (row label, coupling)}``
 MNIST_EXTRA: dict[str, tuple[str, str]] = {
     "mnist_geometric_equivariant": ("Geometric, fan_in edge scaling + equivariant coupling", "equivariant"),
-    "mnist_geometric_mlp": ("Geometric, MLP velocity field over the flat weights (DeepWeightFlow's baseline)",
-                            "independent"),
 }
 #: MNIST flows beyond the reference's three whose checkpoints also run the guided and
 #: learned-initialisation transfer experiments: ``{flow: row label}`` (run ``mnist_<flow>``)
-TRANSFER_EXTRA: dict[str, str] = {"geometric_mlp": "Geometric, MLP field"}
+TRANSFER_EXTRA: dict[str, str] = {f"{g}_mlp": f"{g.capitalize()}, MLP field" for g in GEOMETRIES}
 #: Callbacks that evaluate after ``test`` (and, unless turned off, after ``fit``).
 EVALUATION_CALLBACKS = frozenset(
     {"SampleQuality", "StepsSweep", "LossBarrier", "Likelihood", "PosteriorPredictive", "LearnedInitialisation"}
@@ -107,7 +108,8 @@ def grid() -> list[Run]:
     """Every run of the reproduction, in execution order."""
     runs = [Run("gaussian_euclidean", "toy", "gaussian_euclidean.yaml")]
     runs += [Run(f"uci_{g}{v}", "uci", f"uci_{g}{v}.yaml") for g in GEOMETRIES for v in UCI_VARIANTS]
-    runs += [Run(f"mnist_{g}{v}", "mnist", f"mnist_{g}{v}.yaml") for g in GEOMETRIES for v in MNIST_VARIANTS]
+    runs += [Run(f"mnist_{g}{n}{v}", "mnist", f"mnist_{g}{n}{v}.yaml")
+             for n in MNIST_NETS for g in GEOMETRIES for v in MNIST_VARIANTS]
     runs += [Run(name, "mnist", f"{name}.yaml") for name in MNIST_EXTRA]
     runs.append(Run("transfer_target", "transfer", "zoo/transfer.yaml", kind="zoo"))
     for g in GEOMETRIES:

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import BMAPoint, plot_bma, plot_histograms, plot_steps_sweep
-from .reproduce import MNIST_EXTRA, TRANSFER_EXTRA
+from .reproduce import MNIST_EXTRA, MNIST_NETS, TRANSFER_EXTRA
 from .utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["REFERENCE", "Table", "bucket_values", "collect", "write_report"]
@@ -296,24 +296,28 @@ def mnist_tables(data: Mapping[str, dict]) -> list[Table]:
         return (f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_f(q['loss_mean'])} / {_f(q['diversity'], 5)}"
                 f" (ref {_pm(ra, rsa)} / {_f(rl)} / {_f(rd, 5)})")
 
-    for g in GEOMETRIES:
-        cells = [TITLE[g]]
-        for coupling, suffix in (("independent", ""), ("ot", "_ot")):
-            run = f"mnist_{g}{suffix}"
-            q = _quality(_get(data.get(run), "results"))
-            (ra, rsa), rl, rd = ref[(g, coupling)]
-            rows.append({"flow": g, "coupling": coupling, "run": run, **{k: q[k] for k in cols if k in q},
-                         "ref_accuracy_mean": ra, "ref_accuracy_std": rsa, "ref_loss_mean": rl, "ref_diversity": rd,
-                         **_compute_cells(data.get(run))})
-            cells.append(cell(q, ref[(g, coupling)]))
-        md.append(cells)
+    def plain(q) -> str:
+        return f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_f(q['loss_mean'])} / {_f(q['diversity'], 5)}"
+
+    for net in MNIST_NETS:
+        for g in GEOMETRIES:
+            # the reference has relational-transformer flows only; the MLP rows have no reference cells
+            cells = [TITLE[g] + (", MLP velocity field (`model.net.kind: mlp`, not in the reference)" if net else "")]
+            for coupling, suffix in (("independent", ""), ("ot", "_ot")):
+                run = f"mnist_{g}{net}{suffix}"
+                q = _quality(_get(data.get(run), "results"))
+                (ra, rsa), rl, rd = ref[(g, coupling)] if not net else ((None, None), None, None)
+                rows.append({"flow": g + net, "coupling": coupling, "run": run, **{k: q[k] for k in cols if k in q},
+                             "ref_accuracy_mean": ra, "ref_accuracy_std": rsa, "ref_loss_mean": rl,
+                             "ref_diversity": rd, **_compute_cells(data.get(run))})
+                cells.append(plain(q) if net else cell(q, ref[(g, coupling)]))
+            md.append(cells)
     for run, (label, coupling) in MNIST_EXTRA.items():
         q = _quality(_get(data.get(run), "results"))
         rows.append({"flow": "geometric", "coupling": coupling, "run": run, **{k: q[k] for k in cols if k in q},
                      **_compute_cells(data.get(run))})
-        md.append([f"{label} (`{run}`, not in the reference)",
-                   f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_f(q['loss_mean'])} / {_f(q['diversity'], 5)}", ""])
-    names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
+        md.append([f"{label} (`{run}`, not in the reference)", plain(q), ""])
+    names = [f"mnist_{g}{n}{s}" for n in MNIST_NETS for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
     target = next((_quality(_get(data[n], "results"), "target") for n in names
                    if _get(data.get(n), "results", "samples", "target")), _quality(None))
     (ra, rsa), rl, rd = ref[("target", "independent")]
@@ -526,8 +530,8 @@ def figures(group: str, data: Mapping[str, dict], out: Path) -> list[Path]:
         save(_steps_sweep_figure(data, [f"uci_{g}_aligned" for g in GEOMETRIES]), "uci_steps_sweep")
         save(_bma_figure(data, names), "uci_bma")
     elif group == "mnist":
-        names = [f"mnist_{g}{s}" for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
-        save(_barrier_figure(data, ["mnist_euclidean", "mnist_geometric"]), "mnist_barriers")
+        names = [f"mnist_{g}{n}{s}" for n in MNIST_NETS for g in GEOMETRIES for s in ("", "_ot")] + list(MNIST_EXTRA)
+        save(_barrier_figure(data, ["mnist_euclidean", "mnist_geometric", "mnist_geometric_mlp"]), "mnist_barriers")
         save(_steps_sweep_figure(data, names), "mnist_steps_sweep")
         save(_bma_figure(data, names), "mnist_bma")
     elif group == "transfer":

@@ -145,14 +145,19 @@ def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, mo
 
 def test_reproduce_tiny_transfer_and_toy(in_tmp, shared_data_root, monkeypatch):
     args = ["toy", "transfer", "--tiny", "--runs", "runs", "--out", "out", "--data-root", shared_data_root,
-            "--only", "gaussian_euclidean", "transfer_target", "transfer_guided_geometric", "transfer_init_geometric"]
+            "--only", "gaussian_euclidean", "transfer_target", "transfer_guided_geometric", "transfer_init_geometric",
+            "transfer_guided_geometric_mlp"]
     reproduce.main(args)
     out = in_tmp / "out"
-    # the transfer runs evaluated the (tiny) MNIST Geometric flow, trained once
+    # the transfer runs evaluated the (tiny) MNIST Geometric flows, each trained once
     assert (in_tmp / "runs" / "mnist_geometric" / "version_0" / "fit_done.json").is_file()
+    assert (in_tmp / "runs" / "mnist_geometric_mlp" / "version_0" / "fit_done.json").is_file()
     rows = list(csv.DictReader(io.StringIO((out / "transfer.csv").read_text())))
     guided = next(r for r in rows if r["run"] == "transfer_guided_geometric")
     assert 0.0 <= float(guided["accuracy_mean"]) <= 1.0 and float(guided["reference"]) == 0.730
+    guided_mlp = next(r for r in rows if r["run"] == "transfer_guided_geometric_mlp")
+    assert 0.0 <= float(guided_mlp["accuracy_mean"]) <= 1.0 and guided_mlp["reference"] == ""
+    assert "Geometric, MLP field" in (out / "transfer.md").read_text()
     target = next(r for r in rows if r["run"] == "transfer_target")
     assert float(target["accuracy_mean"]) > 0.2
     assert "learned init (flow), final accuracy" in {r["experiment"] for r in rows}
