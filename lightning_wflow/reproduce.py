@@ -41,6 +41,8 @@ log = logging.getLogger("lightning_wflow.reproduce")
 GROUPS = ("toy", "uci", "mnist", "transfer")
 GEOMETRIES = ("euclidean", "normalized", "geometric")
 UCI_VARIANTS = ("", "_aligned", "_aligned_ot")
+#: UCI runs with the MLP velocity field (``model.net.kind: mlp``, not in the reference): aligned only
+UCI_MLP = tuple(f"uci_{g}_aligned_mlp" for g in GEOMETRIES)
 MNIST_VARIANTS = ("", "_ot")
 #: velocity fields of the MNIST grid (run and config name infix): the relational transformer
 #: (the reference's) and the MLP over the flat weights (``model.net.kind: mlp``, not in the reference)
@@ -108,6 +110,7 @@ def grid() -> list[Run]:
     """Every run of the reproduction, in execution order."""
     runs = [Run("gaussian_euclidean", "toy", "gaussian_euclidean.yaml")]
     runs += [Run(f"uci_{g}{v}", "uci", f"uci_{g}{v}.yaml") for g in GEOMETRIES for v in UCI_VARIANTS]
+    runs += [Run(name, "uci", f"{name}.yaml") for name in UCI_MLP]
     runs += [Run(f"mnist_{g}{n}{v}", "mnist", f"mnist_{g}{n}{v}.yaml")
              for n in MNIST_NETS for g in GEOMETRIES for v in MNIST_VARIANTS]
     runs += [Run(name, "mnist", f"{name}.yaml") for name in MNIST_EXTRA]

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import BMAPoint, plot_bma, plot_histograms, plot_steps_sweep
-from .reproduce import MNIST_EXTRA, MNIST_NETS, TRANSFER_EXTRA
+from .reproduce import MNIST_EXTRA, MNIST_NETS, TRANSFER_EXTRA, UCI_MLP
 from .utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["REFERENCE", "Table", "bucket_values", "collect", "write_report"]
@@ -239,6 +239,12 @@ def uci_tables(data: Mapping[str, dict]) -> list[Table]:
             cells.append(f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_pm(q['loss_mean'], q['loss_std'])}"
                          f" (ref {_pm(ra, rsa)} / {_pm(rl, rsl)})")
         md.append(cells)
+    for g, run in zip(GEOMETRIES, UCI_MLP):
+        q = _quality(_get(data.get(run), "results"))
+        rows.append({"flow": f"{g}_mlp", "variant": "aligned", "run": run, **{k: q[k] for k in cols if k in q},
+                     **_compute_cells(data.get(run))})
+        md.append([f"{TITLE[g]}, MLP velocity field (`{run}`, not in the reference)", "",
+                   f"{_pm(q['accuracy_mean'], q['accuracy_std'])} / {_pm(q['loss_mean'], q['loss_std'])}", ""])
     # the Adam-trained targets, from the first run that evaluated them: every run scores the zoo's
     # raw final networks (their original loss), so any geometry's run gives the same row
     names = [f"uci_{g}{s}" for g in ("euclidean", "normalized", "geometric") for _, s in variants]
@@ -258,30 +264,30 @@ def uci_tables(data: Mapping[str, dict]) -> list[Table]:
 
     bcols = ["run", "population", "barrier_mean", "barrier_std", "ref_mean", "ref_std"]
     brows, bmd = [], []
-    for g in GEOMETRIES:
-        for variant, suffix in variants:
-            run = f"uci_{g}{suffix}"
-            res = _get(data.get(run), "results")
-            for pop in ("zoo", "samples"):
-                b = _get(res, "barrier", pop) or {}
-                r = None
-                if g == "euclidean" and pop == "zoo" and variant != "aligned_ot":
-                    r = REFERENCE["uci_barrier"]["before" if variant == "plain" else "after"]
-                brows.append({"run": run, "population": pop, "barrier_mean": b.get("mean"),
-                              "barrier_std": b.get("std"), "ref_mean": r[0] if r else None,
-                              "ref_std": r[1] if r else None})
-            z, s = _get(res, "barrier", "zoo") or {}, _get(res, "barrier", "samples") or {}
-            ref_cell = ""
-            if g == "euclidean" and variant != "aligned_ot":
+    barrier_runs = [(g, variant, f"uci_{g}{suffix}") for g in GEOMETRIES for variant, suffix in variants]
+    barrier_runs += [(f"{g}_mlp", "aligned", run) for g, run in zip(GEOMETRIES, UCI_MLP)]
+    for g, variant, run in barrier_runs:
+        res = _get(data.get(run), "results")
+        for pop in ("zoo", "samples"):
+            b = _get(res, "barrier", pop) or {}
+            r = None
+            if g == "euclidean" and pop == "zoo" and variant != "aligned_ot":
                 r = REFERENCE["uci_barrier"]["before" if variant == "plain" else "after"]
-                ref_cell = _pm(*r)
-            bmd.append([run, _pm(z.get("mean"), z.get("std")), ref_cell, _pm(s.get("mean"), s.get("std"))])
+            brows.append({"run": run, "population": pop, "barrier_mean": b.get("mean"),
+                          "barrier_std": b.get("std"), "ref_mean": r[0] if r else None,
+                          "ref_std": r[1] if r else None})
+        z, s = _get(res, "barrier", "zoo") or {}, _get(res, "barrier", "samples") or {}
+        ref_cell = ""
+        if g == "euclidean" and variant != "aligned_ot":
+            r = REFERENCE["uci_barrier"]["before" if variant == "plain" else "after"]
+            ref_cell = _pm(*r)
+        bmd.append([run, _pm(z.get("mean"), z.get("std")), ref_cell, _pm(s.get("mean"), s.get("std"))])
     barriers = Table("uci_barriers", "UCI breast cancer: pairwise midpoint loss barriers",
                      "Zoo barriers of the plain runs are before alignment, of the aligned runs after it (weight "
                      "matching); Normalized and Geometric runs measure them on canonical weights. Reference: "
                      "0.244 ± 0.009 before, 0.070 ± 0.001 after alignment.",
                      bcols, brows, ["run", "zoo barrier", "reference", "samples barrier"], bmd)
-    return [table, barriers, _bma_table("uci", data, [f"uci_{g}{s}" for g in GEOMETRIES for _, s in variants])]
+    return [table, barriers, _bma_table("uci", data, [n for _, _, n in barrier_runs])]
 
 
 def mnist_tables(data: Mapping[str, dict]) -> list[Table]:

@@ -40,7 +40,8 @@ def test_grid_refers_to_existing_configs_and_checkpoints():
         if run.ckpt_from:
             assert run.ckpt_from in names and next(r for r in runs if r.name == run.ckpt_from).ckpt_from is None
     assert {r.name for r in reproduce.select(["uci"])} == {
-        f"uci_{g}{v}" for g in ("euclidean", "normalized", "geometric") for v in ("", "_aligned", "_aligned_ot")}
+        f"uci_{g}{v}" for g in ("euclidean", "normalized", "geometric")
+        for v in ("", "_aligned", "_aligned_ot", "_aligned_mlp")}
     with pytest.raises(ValueError, match="unknown run names"):
         reproduce.select(["uci"], only=["mnist_geometric"])
 
@@ -93,7 +94,7 @@ def _forbid_cli(monkeypatch):
 
 def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, monkeypatch):
     args = ["uci", "--tiny", "--runs", "runs", "--out", "out",
-            "--only", "uci_euclidean", "uci_euclidean_aligned", "uci_geometric_aligned_ot"]
+            "--only", "uci_euclidean", "uci_euclidean_aligned", "uci_geometric_aligned_ot", "uci_geometric_aligned_mlp"]
     # a dry run says what it would do and writes nothing
     assert reproduce.main([*args, "--dry-run"]) == []
     assert not (in_tmp / "runs").exists() and not (in_tmp / "out").exists()
@@ -108,6 +109,10 @@ def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, mo
     acc = float(rows["uci_geometric_aligned_ot"]["accuracy_mean"])
     assert 0.0 <= acc <= 1.0 and rows["uci_geometric_aligned_ot"]["iterations"] == "4"
     assert rows["uci_normalized"]["accuracy_mean"] == ""  # not run: an empty cell, not a failure
+    # the MLP velocity field's row: measured, no reference
+    assert 0.0 <= float(rows["uci_geometric_aligned_mlp"]["accuracy_mean"]) <= 1.0
+    assert rows["uci_geometric_aligned_mlp"]["ref_accuracy_mean"] == ""
+    assert "| Geometric, MLP velocity field (`uci_geometric_aligned_mlp`, not in the reference) |" in md
     assert float(rows["uci_normalized"]["ref_accuracy_mean"]) == 0.993
     barriers = list(csv.DictReader(io.StringIO((out / "uci_barriers.csv").read_text())))
     assert {(r["run"], r["population"]) for r in barriers if r["barrier_mean"]} >= {
@@ -119,9 +124,9 @@ def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, mo
     results = in_tmp / "runs" / "uci_euclidean" / "version_0" / "results.json"
     before = results.stat().st_mtime_ns
     _forbid_cli(monkeypatch)
-    assert reproduce.run_grid(reproduce.select(["uci"], args[-3:]),
+    assert reproduce.run_grid(reproduce.select(["uci"], args[-4:]),
                               reproduce.Options(configs=CONFIGS, runs=Path("runs"), tiny=True)) == {
-        n: "skip" for n in args[-3:]}
+        n: "skip" for n in args[-4:]}
     reproduce.main(args)
     assert results.stat().st_mtime_ns == before
 
