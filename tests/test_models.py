@@ -46,19 +46,25 @@ def test_wider_architecture_and_refusals():
         net(torch.randn(1, MLPSpec((5, 4, 4, 3)).n_params), torch.rand(1), (5, 4, 4, 3))
 
 
-def test_fan_in_edge_scaling_reads_and_writes_weights_at_unit_scale():
-    """fan_in scaling == the unscaled network applied to sqrt(fan_in)-scaled weights, its
-    weight outputs divided by sqrt(fan_in); biases untouched. Per layer, from sizes only."""
+def _scaled_and_plain(cls, sizes, **kwargs):
+    """A fan_in-scaled field, the same weights unscaled, the per-coordinate scale, and inputs (float64)."""
     torch.manual_seed(0)
-    sizes = (9, 4, 3)
     spec = MLPSpec(sizes)
-    scaled = RelationalTransformer(list(sizes), d_model=8, n_layers=2, edge_scaling="fan_in").double()
-    plain = RelationalTransformer(list(sizes), d_model=8, n_layers=2).double()
+    scaled = cls(list(sizes), edge_scaling="fan_in", **kwargs).double()
+    plain = cls(list(sizes), **kwargs).double()
     plain.load_state_dict(scaled.state_dict())
     s = torch.ones(spec.n_params, dtype=torch.float64)
     for sl in spec.slices:
         s[sl.weight] = sl.n_in ** 0.5
     x, t = torch.randn(2, spec.n_params, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    return scaled, plain, s, x, t
+
+
+def test_fan_in_edge_scaling_reads_and_writes_weights_at_unit_scale():
+    """fan_in scaling == the unscaled network applied to sqrt(fan_in)-scaled weights, its
+    weight outputs divided by sqrt(fan_in); biases untouched. Per layer, from sizes only."""
+    sizes = (9, 4, 3)
+    scaled, plain, s, x, t = _scaled_and_plain(RelationalTransformer, sizes, d_model=8, n_layers=2)
     torch.testing.assert_close(scaled(x, t), plain(x * s, t) / s)
     assert not torch.allclose(scaled(x, t), plain(x, t))
     # a wider net scales with its own fan-ins: 784-32-10's second layer by sqrt(32)
@@ -71,16 +77,9 @@ def test_fan_in_edge_scaling_reads_and_writes_weights_at_unit_scale():
 def test_mlp_field_scales_like_the_transformer_and_refuses_other_architectures():
     from lightning_wflow.models import MLPVelocityField
 
-    torch.manual_seed(0)
     sizes = (9, 4, 3)
     spec = MLPSpec(sizes)
-    scaled = MLPVelocityField(list(sizes), d_model=16, n_layers=2, edge_scaling="fan_in").double()
-    plain = MLPVelocityField(list(sizes), d_model=16, n_layers=2).double()
-    plain.load_state_dict(scaled.state_dict())
-    s = torch.ones(spec.n_params, dtype=torch.float64)
-    for sl in spec.slices:
-        s[sl.weight] = sl.n_in ** 0.5
-    x, t = torch.randn(2, spec.n_params, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    scaled, plain, s, x, t = _scaled_and_plain(MLPVelocityField, sizes, d_model=16, n_layers=2)
     out = scaled(x, t, sizes)
     assert out.shape == (2, spec.n_params)
     torch.testing.assert_close(out, plain(x * s, t) / s)
