@@ -3,12 +3,13 @@ write the tables (markdown and CSV) and figures (PNG).
 
     python -m lightning_wflow.reproduce {toy,uci,mnist,transfer,all} [--out docs/results]
         [--runs logs/reproduce] [--max-steps N] [--tiny] [--dry-run] [--report-only]
-        [--data-root PATH] [--only NAME ...]
+        [--data-root PATH] [--only NAME ...] [--transfer-task auto|mnist_permuted|fashion_mnist|kmnist]
 
 Every run has a stable folder ``<runs>/<name>/version_0`` (TensorBoard events, checkpoints,
 ``results.json``), its effective config in ``<runs>/<name>/reproduce.yaml``. A run whose ``results.json`` exists
 is skipped; a run whose training finished (``fit_done.json``) is only tested. The transfer runs
 evaluate the checkpoints of the MNIST flows with the callbacks of ``configs/transfer_*.yaml``
+on the transfer task (Fashion-MNIST when its files are under the data root, else ``mnist_permuted``)
 (training the MNIST flow first when its checkpoint is missing), as the reference guides and
 widens the same flows. Evaluation callbacks run at ``test`` only (``on_fit_end`` is turned off).
 ``--tiny`` shrinks every run (a few steps, tiny zoos and velocity fields, toy-sized evaluations)
@@ -55,6 +56,11 @@ MNIST_EXTRA: dict[str, tuple[str, str]] = {
 #: MNIST flows beyond the reference's three whose checkpoints also run the guided and
 #: learned-initialisation transfer experiments: ``{flow: row label}`` (run ``mnist_<flow>``)
 TRANSFER_EXTRA: dict[str, str] = {f"{g}_mlp": f"{g.capitalize()}, MLP field" for g in GEOMETRIES}
+#: The transfer task the transfer configs name (offline: MNIST with a fixed pixel permutation)
+#: and the reference's, used instead whenever its files are under the data root.
+OFFLINE_TRANSFER_TASK = "mnist_permuted"
+REFERENCE_TRANSFER_TASK = "fashion_mnist"
+TRANSFER_TASKS = ("auto", "mnist_permuted", "fashion_mnist", "kmnist")
 #: Callbacks that evaluate after ``test`` (and, unless turned off, after ``fit``).
 EVALUATION_CALLBACKS = frozenset(
     {"SampleQuality", "StepsSweep", "LossBarrier", "Likelihood", "PosteriorPredictive", "LearnedInitialisation"}
@@ -149,6 +155,22 @@ class Options:
     max_steps: int | None = None
     tiny: bool = False
     data_root: str | None = None
+    transfer_task: str = "auto"
+
+
+def transfer_task(opts: Options) -> str:
+    """The task the transfer runs use: ``opts.transfer_task``, or with ``auto`` Fashion-MNIST
+    (the reference's) when torchvision's raw files for it are under the data root, else the
+    offline ``mnist_permuted``."""
+    if opts.transfer_task not in TRANSFER_TASKS:
+        raise ValueError(f"transfer task must be one of {list(TRANSFER_TASKS)}, got {opts.transfer_task!r}")
+    if opts.transfer_task != "auto":
+        return opts.transfer_task
+    from .tasks import get_task
+
+    raw = get_task(REFERENCE_TRANSFER_TASK, data_root=opts.data_root, download=False).raw_folder
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return REFERENCE_TRANSFER_TASK if all((raw / f).is_file() for f in files) else OFFLINE_TRANSFER_TASK
 
 
 def _load_yaml(path: Path) -> dict:
@@ -178,9 +200,12 @@ def effective_config(run: Run, opts: Options) -> dict:
         if "sampling" in other.get("model", {}):
             cfg.setdefault("model", {})["sampling"] = copy.deepcopy(other["model"]["sampling"])
     trainer, model, data = (cfg.setdefault(k, {}) for k in ("trainer", "model", "data"))
+    task = transfer_task(opts) if run.group == "transfer" else None
     for cb in trainer.get("callbacks") or []:
         name = _short(cb["class_path"])
         args = cb.setdefault("init_args", {})
+        if task is not None and args.get("task") == OFFLINE_TRANSFER_TASK:
+            args["task"] = task
         if name in EVALUATION_CALLBACKS:
             args["on_fit_end"] = False
         args.update(run.callback_changes.get(name, {}))
@@ -286,6 +311,8 @@ def _zoo_target(run: Run, opts: Options) -> None:
     raw = _load_yaml(opts.configs / run.config)
     fields = {k: raw[k] for k in ZooConfig.__dataclass_fields__ if k in raw}
     fields["layer_sizes"] = tuple(fields["layer_sizes"])
+    if run.group == "transfer" and fields.get("task") == OFFLINE_TRANSFER_TASK:
+        fields["task"] = transfer_task(opts)
     if opts.tiny:
         fields.update(TINY_TARGET_ZOO)
     if opts.data_root is not None:
@@ -386,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="write tables and figures from existing results")
     p.add_argument("--data-root", default=None, help="override data.data_root of the MNIST tasks")
     p.add_argument("--only", nargs="+", default=None, help="run only these run names")
+    p.add_argument("--transfer-task", default="auto", choices=TRANSFER_TASKS,
+                   help="task of the transfer runs (auto: fashion_mnist when its files are under the data root, "
+                        "else mnist_permuted)")
     return p
 
 
@@ -402,7 +432,7 @@ def main(args: list[str] | None = None) -> list[Path]:
         raise SystemExit(f"--max-steps must be >= 1, got {ns.max_steps}")
     runs_dir = ns.runs or ("logs/reproduce_tiny" if ns.tiny else "logs/reproduce")
     opts = Options(configs=Path(ns.configs) if ns.configs else _repo_configs(), runs=Path(runs_dir),
-                   max_steps=ns.max_steps, tiny=ns.tiny, data_root=ns.data_root)
+                   max_steps=ns.max_steps, tiny=ns.tiny, data_root=ns.data_root, transfer_task=ns.transfer_task)
     runs = select(ns.groups, ns.only)
     done = {} if ns.report_only else run_grid(runs, opts, dry_run=ns.dry_run)
     if ns.dry_run:

@@ -414,9 +414,13 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
                          "run": run, "accuracy_mean": c.get("final_accuracy")})
             md.append([f"training from {label} initialisation: first / final accuracy", title,
                        f"{_f(c.get('first_accuracy_after_start'))} / {_f(c.get('final_accuracy'))}", ""])
-    note = ("Transfer task: `mnist_permuted` (MNIST with a fixed pixel permutation), the offline stand-in for the "
-            "reference's Fashion-MNIST; references are the Fashion-MNIST numbers. Sample accuracies are on the task "
-            "named in each row (the transfer task for guided rows, MNIST for 784-32-10 rows).")
+    task = _get(data.get("transfer_target"), "results", "zoo", "task") or "mnist_permuted"
+    what = ("the reference's task" if task == "fashion_mnist" else
+            "MNIST with a fixed pixel permutation, the offline stand-in for the reference's Fashion-MNIST"
+            if task == "mnist_permuted" else "in place of the reference's Fashion-MNIST")
+    note = (f"Transfer task: `{task}` ({what}); references are the Fashion-MNIST numbers. Sample accuracies are on "
+            "the task named in each row (the transfer task for guided and learned-initialisation rows, MNIST for "
+            "784-32-10 rows).")
     return [Table("transfer", "MNIST transfer: guided sampling, wider networks, learned initialisation", note, cols,
                   rows, ["experiment", "flow", "accuracy", "reference"], md)]
 

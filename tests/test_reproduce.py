@@ -75,6 +75,31 @@ def test_effective_config_applies_the_grid_changes(tmp_path):
     assert tiny["trainer"]["callbacks"][0]["init_args"]["n_samples"] == 4
 
 
+def test_transfer_runs_use_fashion_mnist_when_its_files_are_present(tmp_path):
+    root = tmp_path / "data"
+    opts = reproduce.Options(configs=CONFIGS, runs=tmp_path / "runs", data_root=str(root))
+    guided = next(r for r in reproduce.grid() if r.name == "transfer_guided_geometric")
+    tasks = lambda cfg: [cb["init_args"].get("task") for cb in cfg["trainer"]["callbacks"]]  # noqa: E731
+    assert reproduce.transfer_task(opts) == "mnist_permuted"
+    assert set(tasks(reproduce.effective_config(guided, opts))) == {"mnist_permuted"}
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(b"")
+    assert reproduce.transfer_task(opts) == "mnist_permuted"  # one file missing: not the data set
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    assert reproduce.transfer_task(opts) == "fashion_mnist"
+    assert set(tasks(reproduce.effective_config(guided, opts))) == {"fashion_mnist"}
+    # other groups keep their tasks; an explicit choice wins
+    mnist = next(r for r in reproduce.grid() if r.name == "mnist_geometric")
+    assert "fashion_mnist" not in tasks(reproduce.effective_config(mnist, opts))
+    explicit = reproduce.Options(configs=CONFIGS, runs=tmp_path / "runs", data_root=str(root),
+                                 transfer_task="mnist_permuted")
+    assert set(tasks(reproduce.effective_config(guided, explicit))) == {"mnist_permuted"}
+    with pytest.raises(ValueError, match=r"transfer task must be one of \['auto'"):
+        reproduce.transfer_task(reproduce.Options(configs=CONFIGS, runs=tmp_path, transfer_task="cifar10"))
+
+
 def _check_outputs(out: Path, tables: list[str], figures: list[str]) -> None:
     for stem in tables:
         rows = list(csv.DictReader(io.StringIO((out / f"{stem}.csv").read_text())))
