@@ -113,6 +113,17 @@ def test_jsd_matches_scipy():
     torch.testing.assert_close(pairwise_jsd(probs, chunk_elements=1), pairwise_jsd(probs))
 
 
+def test_jsd_finite_for_float32_subnormal_probabilities():
+    # softmax of confident float32 networks gives subnormal class probabilities; their midpoint
+    # (p + q) / 2 underflows to 0 in float32, which made xlogy(p, m) infinite
+    tiny = torch.finfo(torch.float32).smallest_normal / 2**23  # the smallest float32 subnormal
+    p = torch.tensor([[[1.0 - tiny, tiny]]], dtype=torch.float32)
+    q = torch.tensor([[[1.0, 0.0]]], dtype=torch.float32)
+    assert 0.5 * (p[0, 0, 1] + q[0, 0, 1]) == 0  # the float32 underflow this guards against
+    d = mean_pairwise_jsd(torch.cat([p, q]))
+    assert d.dtype == torch.float32 and torch.isfinite(d) and 0 <= d.item() < 1e-30
+
+
 # ---------------------------------------------------------------- BMA and calibration
 def test_bma_of_one_sample_equals_its_accuracy():
     spec, flat, x, y = _nets(b=5, n=200)

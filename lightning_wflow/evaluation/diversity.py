@@ -27,8 +27,12 @@ def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
         q: ``(..., C)`` probabilities, broadcastable with ``p``.
 
     Returns:
-        ``(...)`` divergences, clamped at 0 against round-off.
+        ``(...)`` divergences (float64), clamped at 0 against round-off.
     """
+    # float64: with float32 softmax outputs, m = (p + q) / 2 of a subnormal p underflows to 0
+    # and xlogy(p, 0) is -inf (an infinite divergence between two confident networks).
+    dtype = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float64)
+    p, q = p.to(dtype), q.to(dtype)
     m = 0.5 * (p + q)
     kl_p = torch.xlogy(p, p) - torch.xlogy(p, m)
     kl_q = torch.xlogy(q, q) - torch.xlogy(q, m)
@@ -65,7 +69,7 @@ def pairwise_jsd(probs: Tensor, chunk_elements: int = _CHUNK_ELEMENTS) -> Tensor
         jensen_shannon(probs[s : s + rows, None], probs[None]).mean(-1)  # (rows, B)
         for s in range(0, b, rows)
     ]
-    return torch.cat(blocks, dim=0) if blocks else probs.new_zeros(0, 0)
+    return (torch.cat(blocks, dim=0) if blocks else probs.new_zeros(0, 0)).to(probs.dtype)
 
 
 def mean_pairwise_jsd(probs: Tensor, chunk_elements: int = _CHUNK_ELEMENTS) -> Tensor:
