@@ -364,6 +364,16 @@ def _bma_points(points: Mapping) -> list[BMAPoint]:
     return sorted(pts, key=lambda p: p.k)
 
 
+#: Result keys of ``StepsSweep``: ``unguided_steps64``, ``guided_steps64``, ``guided_lambda10_steps512``.
+STEPS_SWEEP_KEY = re.compile(r"(unguided|guided(?:_lambda[0-9.e+-]+)?)_steps(\d+)")
+
+
+def _sweep_label(variant: str) -> str:
+    """``guided_lambda10`` -> ``guided (lambda 10)``; ``guided`` / ``unguided`` unchanged."""
+    m = re.fullmatch(r"guided_lambda(.+)", variant)
+    return f"guided (lambda {m.group(1)})" if m else variant
+
+
 def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
     cols = ["experiment", "flow", "run", "accuracy_mean", "accuracy_std", "loss_mean", "n_networks", "reference",
             "test_seconds"]
@@ -381,9 +391,9 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
                    _f(rg.get(g))])
         un = _get(res, "steps_sweep") or {}
         for key, v in sorted(un.items()):
-            m = re.fullmatch(r"(unguided|guided)_steps(\d+)", key)
+            m = STEPS_SWEEP_KEY.fullmatch(key)
             if m:
-                label = f"{m.group(1)}, {m.group(2)} steps (sweep)"
+                label = f"{_sweep_label(m.group(1))}, {m.group(2)} steps (sweep)"
                 rows.append({"experiment": label, "flow": g, "run": run, "accuracy_mean": v.get("accuracy_mean"),
                              "accuracy_std": v.get("accuracy_std"), "loss_mean": v.get("loss_mean"),
                              "n_networks": v.get("n_networks"),
@@ -477,7 +487,7 @@ def _steps_sweep_figure(data: Mapping[str, dict], names: Sequence[str]) -> Figur
         sweep = _get(data.get(name), "results", "steps_sweep") or {}
         by_label: dict[str, dict[int, Mapping]] = {}
         for key, v in sweep.items():
-            m = re.fullmatch(r"(unguided|guided)_steps(\d+)", key)
+            m = STEPS_SWEEP_KEY.fullmatch(key)
             if m:
                 by_label.setdefault(m.group(1), {})[int(m.group(2))] = v
         for label, points in by_label.items():

@@ -75,6 +75,12 @@ def test_bad_callback_settings_fail_at_configuration():
         SampleQuality(epsilon=-0.1)
     with pytest.raises(ValueError, match="steps"):
         StepsSweep(steps=[0, 4])
+    with pytest.raises(ValueError, match="guidance_scale"):
+        StepsSweep(guidance_scale=[1.0, -2.0])
+    with pytest.raises(ValueError, match="guidance_scale"):
+        StepsSweep(guidance_scale=[])
+    assert list(StepsSweep(guidance_scale=[0.5, 20.0]).variants) == ["unguided", "guided_lambda0.5", "guided_lambda20"]
+    assert list(StepsSweep(guidance_scale=0.0).variants) == ["unguided"]
     with pytest.raises(ValueError, match="sampling.steps"):
         SamplingConfig(steps=0)
     with pytest.raises(ValueError, match="sampling.epsilon"):

@@ -188,6 +188,10 @@ def test_reproduce_tiny_transfer_and_toy(in_tmp, shared_data_root, monkeypatch):
     guided_mlp = next(r for r in rows if r["run"] == "transfer_guided_geometric_mlp")
     assert 0.0 <= float(guided_mlp["accuracy_mean"]) <= 1.0 and guided_mlp["reference"] == ""
     assert "Geometric, MLP field" in (out / "transfer.md").read_text()
+    # the guidance-strength sweep of transfer_guided.yaml: one row per lambda
+    sweep = {r["experiment"] for r in rows if r["run"] == "transfer_guided_geometric"}
+    assert {f"guided (lambda {lam}), 4 steps (sweep)" for lam in (1, 10, 100)} <= sweep
+    assert "unguided, 4 steps (sweep)" in sweep
     target = next(r for r in rows if r["run"] == "transfer_target")
     assert float(target["accuracy_mean"]) > 0.2
     assert "learned init (flow), final accuracy" in {r["experiment"] for r in rows}

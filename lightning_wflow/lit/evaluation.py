@@ -222,29 +222,34 @@ class StepsSweep(EvaluationCallback):
 
     Args:
         steps: integration steps to try.
-        guidance_scale: lambda of the guided curve (0: unguided only).
+        guidance_scale: lambda of the guided curve (0: unguided only; results ``guided_steps<s>``),
+            or a list of lambdas, one guided curve each (results ``guided_lambda<lambda>_steps<s>``).
         n_samples: networks per point.
     """
 
     name = "steps_sweep"
 
-    def __init__(self, steps: list[int] = [8, 16, 32, 64, 128, 256], guidance_scale: float = 0.0,
+    def __init__(self, steps: list[int] = [8, 16, 32, 64, 128, 256], guidance_scale: float | list[float] = 0.0,
                  n_samples: int = 32, on_fit_end: bool = True, task: str | None = None,
                  name: str | None = None):
         super().__init__(on_fit_end, task, name)
         if not steps or any(s < 1 for s in steps):
             raise ValueError(f"StepsSweep.steps must be a non-empty list of integers >= 1, got {steps}")
-        if guidance_scale < 0:
-            raise ValueError(f"StepsSweep.guidance_scale must be >= 0, got {guidance_scale}")
+        scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+        if not scales or any(s < 0 for s in scales):
+            raise ValueError(f"StepsSweep.guidance_scale must be a number >= 0 or a non-empty list of them, "
+                             f"got {guidance_scale}")
         _positive("StepsSweep.n_samples", n_samples)
         self.steps, self.guidance_scale, self.n_samples = list(steps), guidance_scale, n_samples
+        if isinstance(guidance_scale, (int, float)):
+            self.variants = {"unguided": 0.0, **({"guided": float(guidance_scale)} if guidance_scale > 0 else {})}
+        else:
+            self.variants = {"unguided": 0.0, **{f"guided_lambda{s:g}": float(s) for s in scales if s > 0}}
 
     def evaluate(self, trainer, pl_module) -> dict:
         task = self.task(pl_module)
         data = task.data()
-        variants = {"unguided": 0.0}
-        if self.guidance_scale > 0:
-            variants["guided"] = self.guidance_scale
+        variants = self.variants
         acc, loss, out = {}, {}, {}
         spec = MLPSpec(tuple(pl_module.sampling.layer_sizes or pl_module.spec.layer_sizes), pl_module.spec.activation)
         guide = {"guidance_task": self.task_name} if self.task_name else {}
