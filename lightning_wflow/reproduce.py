@@ -52,6 +52,7 @@ MNIST_NETS = ("", "_mlp")
 #: ``{name: (row label, coupling)}``
 MNIST_EXTRA: dict[str, tuple[str, str]] = {
     "mnist_geometric_equivariant": ("Geometric, fan_in edge scaling + equivariant coupling", "equivariant"),
+    "mnist_geometric_long": ("Geometric, 5,000 iterations", "independent"),
 }
 #: MNIST flows beyond the reference's three whose checkpoints also run the guided and
 #: learned-initialisation transfer experiments: ``{flow: row label}`` (run ``mnist_<flow>``)
