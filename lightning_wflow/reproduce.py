@@ -57,6 +57,9 @@ MNIST_EXTRA: dict[str, tuple[str, str]] = {
 #: MNIST flows beyond the reference's three whose checkpoints also run the guided and
 #: learned-initialisation transfer experiments: ``{flow: row label}`` (run ``mnist_<flow>``)
 TRANSFER_EXTRA: dict[str, str] = {f"{g}_mlp": f"{g.capitalize()}, MLP field" for g in GEOMETRIES}
+#: relational-transformer flows beyond the reference's three that also sample the wider
+#: 784-32-10 network: ``{flow: row label}`` (run ``mnist_<flow>``)
+WIDE_EXTRA: dict[str, str] = {"geometric_long": "Geometric, 5,000 iterations"}
 #: The transfer task the transfer configs name (offline: MNIST with a fixed pixel permutation)
 #: and the reference's, used instead whenever its files are under the data root.
 OFFLINE_TRANSFER_TASK = "mnist_permuted"
@@ -136,6 +139,9 @@ def grid() -> list[Run]:
         runs.append(Run(f"transfer_wide_{g}", "transfer", f"mnist_{g}.yaml", "transfer_wide.yaml", f"mnist_{g}"))
         runs.append(Run(f"transfer_wide_guided_{g}", "transfer", f"mnist_{g}.yaml", "transfer_wide.yaml",
                         f"mnist_{g}", {"SampleQuality": {"guidance_scale": 0.1}}))
+    for flow in WIDE_EXTRA:
+        runs.append(Run(f"transfer_wide_{flow}", "transfer", f"mnist_{flow}.yaml", "transfer_wide.yaml",
+                        f"mnist_{flow}"))
     return runs
 
 

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import BMAPoint, plot_bma, plot_histograms, plot_steps_sweep
-from .reproduce import MNIST_EXTRA, MNIST_NETS, TRANSFER_EXTRA, UCI_MLP
+from .reproduce import MNIST_EXTRA, MNIST_NETS, TRANSFER_EXTRA, UCI_MLP, WIDE_EXTRA
 from .utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["REFERENCE", "Table", "bucket_values", "collect", "write_report"]
@@ -416,6 +416,12 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
             rows.append({"experiment": label, "flow": g, "run": run, **{k: q[k] for k in cols if k in q},
                          "reference": r, "test_seconds": _compute_cells(data.get(run))["test_seconds"]})
             md.append([label, TITLE[g], _pm(q["accuracy_mean"], q["accuracy_std"]), _f(r)])
+    for flow, title in WIDE_EXTRA.items():
+        run = f"transfer_wide_{flow}"
+        q = _quality(_get(data.get(run), "results"))
+        rows.append({"experiment": "784-32-10 samples", "flow": flow, "run": run,
+                     **{k: q[k] for k in cols if k in q}, "test_seconds": _compute_cells(data.get(run))["test_seconds"]})
+        md.append(["784-32-10 samples", title, _pm(q["accuracy_mean"], q["accuracy_std"]), ""])
     for g, title in {"geometric": TITLE["geometric"], **TRANSFER_EXTRA}.items():
         run = f"transfer_init_{g}"
         init = _get(data.get(run), "results", "learned_init") or {}

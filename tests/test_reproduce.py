@@ -176,7 +176,7 @@ def test_reproduce_tiny_uci_grid_writes_tables_and_figures_then_skips(in_tmp, mo
 def test_reproduce_tiny_transfer_and_toy(in_tmp, shared_data_root, monkeypatch):
     args = ["toy", "transfer", "--tiny", "--runs", "runs", "--out", "out", "--data-root", shared_data_root,
             "--only", "gaussian_euclidean", "transfer_target", "transfer_guided_geometric", "transfer_init_geometric",
-            "transfer_guided_geometric_mlp"]
+            "transfer_guided_geometric_mlp", "transfer_wide_geometric_long"]
     reproduce.main(args)
     out = in_tmp / "out"
     # the transfer runs evaluated the (tiny) MNIST Geometric flows, each trained once
@@ -192,6 +192,9 @@ def test_reproduce_tiny_transfer_and_toy(in_tmp, shared_data_root, monkeypatch):
     sweep = {r["experiment"] for r in rows if r["run"] == "transfer_guided_geometric"}
     assert {f"guided (lambda {lam}), 4 steps (sweep)" for lam in (1, 10, 100)} <= sweep
     assert "unguided, 4 steps (sweep)" in sweep
+    # a 784-32-10 row from a relational-transformer flow beyond the reference's three
+    wide = next(r for r in rows if r["run"] == "transfer_wide_geometric_long")
+    assert wide["experiment"] == "784-32-10 samples" and 0.0 <= float(wide["accuracy_mean"]) <= 1.0
     target = next(r for r in rows if r["run"] == "transfer_target")
     assert float(target["accuracy_mean"]) > 0.2
     assert "learned init (flow), final accuracy" in {r["experiment"] for r in rows}
