@@ -23,6 +23,7 @@ import copy
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,10 +272,21 @@ def _write_config(run: Run, opts: Options) -> Path:
     return path
 
 
+def _cli(args: list[str]):
+    """Run the app's CLI on ``args`` with this command's own arguments out of ``sys.argv``
+    (LightningCLI warns when it is given both)."""
+    from . import cli
+
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        return cli.main(args)
+    finally:
+        sys.argv = saved
+
+
 def _fit(run: Run, opts: Options) -> Path:
     """Train ``run`` unless its training finished; returns its checkpoint."""
-    from .cli import main as cli_main
-
     folder = run_folder(opts, run.name)
     done = folder / "fit_done.json"
     ckpt = _checkpoint(folder)
@@ -283,7 +295,7 @@ def _fit(run: Run, opts: Options) -> Path:
     cfg = _write_config(run, opts)
     log.info("[%s] fit (%s)", run.name, run.config)
     start = time.perf_counter()
-    cli = cli_main(["fit", "--config", str(cfg)])
+    cli = _cli(["fit", "--config", str(cfg)])
     seconds = time.perf_counter() - start
     atomic_write_json(done, {"fit_seconds": seconds, "iterations": int(cli.trainer.global_step),
                              "batch_size": cli.datamodule.batch_size, "machine": machine()})
@@ -295,12 +307,10 @@ def _fit(run: Run, opts: Options) -> Path:
 
 
 def _test(run: Run, opts: Options, ckpt: Path) -> None:
-    from .cli import main as cli_main
-
     cfg = _write_config(run, opts)
     log.info("[%s] test (%s)", run.name, ckpt)
     start = time.perf_counter()
-    cli_main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    _cli(["test", "--config", str(cfg), "--ckpt_path", str(ckpt)])
     seconds = time.perf_counter() - start
     folder = run_folder(opts, run.name)
     if not (folder / "results.json").is_file():
