@@ -374,6 +374,15 @@ def _sweep_label(variant: str) -> str:
     return f"guided (lambda {m.group(1)})" if m else variant
 
 
+def _sweep_order(key: str) -> tuple:
+    """Sort key of ``StepsSweep`` results: guided before unguided, by lambda, then by steps."""
+    m = STEPS_SWEEP_KEY.fullmatch(key)
+    if not m:
+        return (2, 0.0, 0, key)
+    lam = re.fullmatch(r"guided_lambda(.+)", m.group(1))
+    return (int(m.group(1) == "unguided"), float(lam.group(1)) if lam else 0.0, int(m.group(2)), key)
+
+
 def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
     cols = ["experiment", "flow", "run", "accuracy_mean", "accuracy_std", "loss_mean", "n_networks", "reference",
             "test_seconds"]
@@ -390,7 +399,7 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
         md.append(["guided toward the transfer task, 512 steps", title, _pm(q["accuracy_mean"], q["accuracy_std"]),
                    _f(rg.get(g))])
         un = _get(res, "steps_sweep") or {}
-        for key, v in sorted(un.items()):
+        for key, v in sorted(un.items(), key=lambda kv: _sweep_order(kv[0])):
             m = STEPS_SWEEP_KEY.fullmatch(key)
             if m:
                 label = f"{_sweep_label(m.group(1))}, {m.group(2)} steps (sweep)"
