@@ -60,7 +60,7 @@ MNIST_EXTRA: dict[str, tuple[str, str]] = {
 TRANSFER_EXTRA: dict[str, str] = {f"{g}_mlp": f"{g.capitalize()}, MLP field" for g in GEOMETRIES}
 #: relational-transformer flows beyond the reference's three that also sample the wider
 #: 784-32-10 network: ``{flow: row label}`` (run ``mnist_<flow>``)
-WIDE_EXTRA: dict[str, str] = {"geometric_long": "Geometric, 5,000 iterations"}
+WIDE_EXTRA: dict[str, str] = {"geometric_long": MNIST_EXTRA["mnist_geometric_long"][0]}
 #: The transfer task the transfer configs name (offline: MNIST with a fixed pixel permutation)
 #: and the reference's, used instead whenever its files are under the data root.
 OFFLINE_TRANSFER_TASK = "mnist_permuted"

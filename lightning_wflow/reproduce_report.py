@@ -365,13 +365,12 @@ def _bma_points(points: Mapping) -> list[BMAPoint]:
 
 
 #: Result keys of ``StepsSweep``: ``unguided_steps64``, ``guided_steps64``, ``guided_lambda10_steps512``.
-STEPS_SWEEP_KEY = re.compile(r"(unguided|guided(?:_lambda[0-9.e+-]+)?)_steps(\d+)")
+STEPS_SWEEP_KEY = re.compile(r"(?P<variant>unguided|guided(?:_lambda(?P<lam>[0-9.e+-]+))?)_steps(?P<steps>\d+)")
 
 
-def _sweep_label(variant: str) -> str:
+def _sweep_label(m: re.Match) -> str:
     """``guided_lambda10`` -> ``guided (lambda 10)``; ``guided`` / ``unguided`` unchanged."""
-    m = re.fullmatch(r"guided_lambda(.+)", variant)
-    return f"guided (lambda {m.group(1)})" if m else variant
+    return f"guided (lambda {m['lam']})" if m["lam"] else m["variant"]
 
 
 def _sweep_order(key: str) -> tuple:
@@ -379,8 +378,7 @@ def _sweep_order(key: str) -> tuple:
     m = STEPS_SWEEP_KEY.fullmatch(key)
     if not m:
         return (2, 0.0, 0, key)
-    lam = re.fullmatch(r"guided_lambda(.+)", m.group(1))
-    return (int(m.group(1) == "unguided"), float(lam.group(1)) if lam else 0.0, int(m.group(2)), key)
+    return (int(m["variant"] == "unguided"), float(m["lam"] or 0.0), int(m["steps"]), key)
 
 
 def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
@@ -402,13 +400,13 @@ def transfer_tables(data: Mapping[str, dict]) -> list[Table]:
         for key, v in sorted(un.items(), key=lambda kv: _sweep_order(kv[0])):
             m = STEPS_SWEEP_KEY.fullmatch(key)
             if m:
-                label = f"{_sweep_label(m.group(1))}, {m.group(2)} steps (sweep)"
+                label = f"{_sweep_label(m)}, {m['steps']} steps (sweep)"
                 rows.append({"experiment": label, "flow": g, "run": run, "accuracy_mean": v.get("accuracy_mean"),
                              "accuracy_std": v.get("accuracy_std"), "loss_mean": v.get("loss_mean"),
                              "n_networks": v.get("n_networks"),
-                             "reference": rg["unguided"] if m.group(1) == "unguided" else None})
+                             "reference": rg["unguided"] if m["variant"] == "unguided" else None})
                 md.append([label, title, _pm(v.get("accuracy_mean"), v.get("accuracy_std")),
-                           _f(rg["unguided"]) if m.group(1) == "unguided" else ""])
+                           _f(rg["unguided"]) if m["variant"] == "unguided" else ""])
     tq = _get(data.get("transfer_target"), "results", "target") or {}
     rows.append({"experiment": "trained on the transfer task", "flow": "target", "run": "transfer_target",
                  "accuracy_mean": tq.get("accuracy_mean"), "accuracy_std": tq.get("accuracy_std"),
@@ -504,7 +502,7 @@ def _steps_sweep_figure(data: Mapping[str, dict], names: Sequence[str]) -> Figur
         for key, v in sweep.items():
             m = STEPS_SWEEP_KEY.fullmatch(key)
             if m:
-                by_label.setdefault(m.group(1), {})[int(m.group(2))] = v
+                by_label.setdefault(m["variant"], {})[int(m["steps"])] = v
         for label, points in by_label.items():
             s = sorted(points)
             if steps is None:

@@ -235,16 +235,16 @@ class StepsSweep(EvaluationCallback):
         super().__init__(on_fit_end, task, name)
         if not steps or any(s < 1 for s in steps):
             raise ValueError(f"StepsSweep.steps must be a non-empty list of integers >= 1, got {steps}")
-        scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+        single = isinstance(guidance_scale, (int, float))
+        scales = [guidance_scale] if single else list(guidance_scale)
         if not scales or any(s < 0 for s in scales):
             raise ValueError(f"StepsSweep.guidance_scale must be a number >= 0 or a non-empty list of them, "
                              f"got {guidance_scale}")
         _positive("StepsSweep.n_samples", n_samples)
         self.steps, self.guidance_scale, self.n_samples = list(steps), guidance_scale, n_samples
-        if isinstance(guidance_scale, (int, float)):
-            self.variants = {"unguided": 0.0, **({"guided": float(guidance_scale)} if guidance_scale > 0 else {})}
-        else:
-            self.variants = {"unguided": 0.0, **{f"guided_lambda{s:g}": float(s) for s in scales if s > 0}}
+        #: result-key prefix -> lambda: one guided curve per positive lambda
+        self.variants = {"unguided": 0.0, **{"guided" if single else f"guided_lambda{s:g}": float(s)
+                                             for s in scales if s > 0}}
 
     def evaluate(self, trainer, pl_module) -> dict:
         task = self.task(pl_module)
